@@ -1,0 +1,42 @@
+# ML Event Bridge — `make help` lists the targets.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+AZURITE := .tools/azurite/node_modules/.bin/azurite-blob
+
+.DEFAULT_GOAL := help
+
+help: ## List the targets with what they do
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+$(AZURITE): scripts/install-azurite.sh
+	bash scripts/install-azurite.sh
+
+install: $(STAMP) $(AZURITE) ## Create .venv with the package, test and dev tools, and the azurite emulator
+	@echo "installed: $(BIN)/bridge"
+
+test: install ## Run the whole test suite (starts the test brokers itself)
+	$(BIN)/pytest -q
+
+lint: install ## ruff and mypy --strict
+	$(BIN)/ruff check bridge tests bench
+	$(BIN)/mypy
+
+stack: install ## Run the bridge on a local stack of real brokers and show events flowing, then stop
+	$(BIN)/python -m bridge.stack
+
+bench: install ## Benchmark: raw pass-through vs the full bridge on 200k events (see BENCHMARKS.md)
+	$(BIN)/python -m bench.run
+
+clean: ## Remove the venv, tools and caches
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+.PHONY: help install test lint stack bench clean

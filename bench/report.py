@@ -1,0 +1,78 @@
+"""The stdout table of a benchmark run, with each figure checked against the issue's targets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _mark(ok: bool | None) -> str:
+    return "" if ok is None else ("PASS" if ok else "MISS")
+
+
+def _rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    t = r.get("targets", {})
+    rows: list[tuple[str, str, str, str]] = []
+    base = r.get("baseline")
+    bridge = r.get("bridge")
+    if base:
+        rows.append(("baseline: raw aiokafka pass-through", f"{base['rate']:,.0f} rec/s", "", ""))
+        if len(r.get("baseline_rates", [])) > 1:
+            rows.append(("  runs (median above)", " / ".join(f"{x:,}" for x in r["baseline_rates"]), "", ""))
+    if bridge:
+        ok = bridge["rate"] >= t.get("rate", 0)
+        rows.append(("bridge: full pipeline, Kafka to Kafka", f"{bridge['rate']:,.0f} rec/s",
+                     f">= {t.get('rate', 0):,}", _mark(ok)))
+        if len(r.get("bridge_rates", [])) > 1:
+            rows.append(("  runs (median above)", " / ".join(f"{x:,}" for x in r["bridge_rates"]), "", ""))
+        rows.append(("bridge: wall rate incl. 2 s reorder tail",
+                     f"{bridge['wall_rate_incl_reorder_tail']:,.0f} rec/s", "", ""))
+    if "ratio" in r:
+        rows.append(("ratio bridge / baseline", f"{r['ratio']:.1%}", f">= {t.get('ratio', 0):.0%}",
+                     _mark(r["ratio"] >= t.get("ratio", 0))))
+    lat = r.get("latency")
+    if lat and lat.get("added_ms"):
+        p = lat["added_ms"]
+        rows.append((f"latency at {lat['target_rate']:,}/s: added p50", f"{p['p50']:.1f} ms", "", ""))
+        rows.append(("latency: added p99", f"{p['p99']:.1f} ms", f"< {t.get('p99_added_ms', 0):g} ms",
+                     _mark(p["p99"] < t.get("p99_added_ms", 0))))
+        base_lat = r.get("latency_baseline", {}).get("end_to_end_ms")
+        if base_lat:
+            rows.append(("  raw pass-through at the same rate p50 / p99",
+                         f"{base_lat['p50']:.1f} / {base_lat['p99']:.1f} ms", "", ""))
+        e = lat["end_to_end_ms"]
+        rows.append(("latency: end to end p50 / p99 (incl. hold)",
+                     f"{e['p50']:.1f} / {e['p99']:.1f} ms", "", ""))
+        rows.append(("reorder hold (max_delay of the latency run)",
+                     f"{lat['reorder_max_delay_ms']} ms", "", ""))
+    if bridge:
+        rows.append(("bridge peak RSS (VmHWM), throughput run", f"{bridge['peak_rss_mb']:.0f} MB", "", ""))
+    mem = r.get("memory", {})
+    if "dedup" in mem:
+        d = mem["dedup"]
+        rows.append((f"dedup window of {d['ids']:,} ids", f"{d['delta_mb']:.0f} MB",
+                     f"<= {t.get('dedup_mb', 0):g} MB", _mark(d["delta_mb"] <= t.get("dedup_mb", 0))))
+    if "reorder" in mem:
+        o = mem["reorder"]
+        rows.append((f"reorder buffer, {o['events']:,} events / {o['subjects']:,} subjects",
+                     f"{o['total_delta_mb']:.0f} MB", "", ""))
+        rows.append(("  of which buffer structures", f"{o['buffer_structures_mb']:.0f} MB", "", ""))
+    return rows
+
+
+def render_table(r: dict[str, Any]) -> str:
+    rows = _rows(r)
+    head = ("measure", "value", "target", "")
+    widths = [max(len(x[i]) for x in [head, *rows]) for i in range(4)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(head, widths, strict=True)).rstrip(),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    m = r.get("machine", {})
+    d = r.get("data", {})
+    lines.append("")
+    lines.append(f"machine: {m.get('nproc')} CPUs, {m.get('cpu')}, {m.get('ram_gb')} GB RAM, "
+                 f"Python {m.get('python')}")
+    if d:
+        lines.append(f"input: {d['records']:,} records, mean {d['mean_bytes']:.0f} B, "
+                     f"{d['subjects']:,} subjects, {d['duplicates']:,} duplicates, "
+                     f"{d['out_of_order']:,} out of order, {d['malformed']} malformed")
+    return "\n".join(lines)

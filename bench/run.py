@@ -1,0 +1,219 @@
+"""``python -m bench.run``: the whole benchmark in one run on a local tansu broker (see BENCHMARKS.md).
+
+Phases: generate the input; pre-produce it to the input topic (untimed); the raw aiokafka pass-through
+baseline; the bridge at full speed (default config); the bridge at half that rate with a small reorder delay
+(latency); memory scaling in a fresh process. Prints a table and writes ``.bench/results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench import whatif
+from bench.bridge_proc import Topics
+from bench.data import ROOT, Dataset, generate
+from bench.kafka import produce_all
+from bench.latency import run_latency, run_latency_baseline, run_latency_hop
+from bench.profile import render as render_profile
+from bench.profile import summarize
+from bench.report import render_table
+from bench.throughput import run_baseline, run_bridge
+from bridge.testing.servers import Tansu
+
+TARGETS = {"rate": 100_000, "ratio": 0.5, "p99_added_ms": 25.0, "dedup_mb": 150.0}
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_kb = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "ram_gb": round(mem_kb / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def memory_phase(ids: int, subjects: int, events: int) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "bench.memory", "--ids", str(ids), "--subjects", str(subjects),
+           "--events", str(events)]
+    out = subprocess.run(cmd, capture_output=True, check=True, timeout=900)
+    result: dict[str, Any] = orjson.loads(out.stdout.splitlines()[-1])
+    return result
+
+
+async def _phases(args: argparse.Namespace, kafka: Tansu, ds: Dataset, results: dict[str, Any],
+                  workdir: Path) -> None:
+    n = len(ds.records)
+    pre = args.prefix
+    main = Topics.named(pre)
+    kafka.create_topic(main.input, args.partitions)
+    secs = await produce_all(kafka.bootstrap, main.input, ds.records, args.partitions)
+    results["preproduce"] = {"seconds": round(secs, 2), "rate": round(n / secs)}
+    _say(f"pre-produced {n} records to {main.input} in {secs:.1f}s ({n / secs:,.0f}/s)")
+
+    # alternate baseline and bridge runs so that a noisy moment on the machine hits both; report medians
+    raw = workdir / "profile.raw" if args.profile else None
+    names = ["gcstats", *([args.whatif] if args.whatif else [])]
+    prelude = whatif.prelude(",".join(names))
+    base_runs: list[dict[str, Any]] = []
+    bridge_runs: list[dict[str, Any]] = []
+    for i in range(args.repeat):
+        if not args.skip_baseline:
+            out = f"{pre}.baseline.out.{i}"
+            kafka.create_topic(out, args.partitions)
+            base_runs.append(await run_baseline(kafka, main.input, out, n, f"{pre}-baseline-{i}"))
+            _say(f"baseline run {i + 1}: {base_runs[-1]['rate']:,.0f} records/s")
+        topics = Topics(main.input, f"{pre}.jobs.{i}", f"{pre}.models.{i}", f"{pre}.deadletter.{i}")
+        for t in topics.outputs:
+            kafka.create_topic(t, args.partitions)
+        bridge_runs.append(await run_bridge(kafka, topics, n, workdir, profile=raw if i == 0 else None,
+                                            prelude=prelude, group=f"{pre}-throughput-{i}"))
+        b = bridge_runs[-1]
+        _say(f"bridge run {i + 1}: {b['rate']:,.0f} records/s, peak RSS {b['peak_rss_mb']} MB")
+    if raw is not None:
+        results["profile"] = summarize(raw)
+        (workdir / "profile.txt").write_text(render_profile(results["profile"]) + "\n")
+        _say(f"profile (bridge run 1): {workdir / 'profile.txt'}")
+    results["bridge"] = _median(bridge_runs)
+    results["bridge_rates"] = [round(r["rate"]) for r in bridge_runs]
+    if base_runs:
+        results["baseline"] = _median(base_runs)
+        results["baseline_rates"] = [round(r["rate"]) for r in base_runs]
+        results["ratio"] = results["bridge"]["rate"] / results["baseline"]["rate"]
+
+    if args.skip_latency:
+        return
+    rate = args.latency_rate or results["bridge"]["rate"] / 2
+    count = min(n, int(rate * args.latency_seconds) + 2000)
+    records, ids = ds.records[:count], ds.ids[:count]
+    lat = Topics.named(f"{pre}.lat")
+    for t in [lat.input, *lat.outputs, f"{pre}.latbase.in", f"{pre}.latbase.out"]:
+        kafka.create_topic(t, args.partitions)
+    if not args.skip_baseline:
+        kafka.create_topic(f"{pre}.hop", args.partitions)
+        results["latency_hop"] = await run_latency_hop(kafka, f"{pre}.hop", args.partitions, records, ids, rate)
+        _say(f"one broker hop at {rate:,.0f}/s: {results['latency_hop']['end_to_end_ms']}")
+        results["latency_baseline"] = await run_latency_baseline(
+            kafka, f"{pre}.latbase.in", f"{pre}.latbase.out", args.partitions, records, ids, rate,
+            fetch_wait_ms=args.latency_fetch_wait_ms, group=f"{pre}-latency-baseline")
+        _say(f"pass-through latency at {rate:,.0f}/s: {results['latency_baseline']['end_to_end_ms']}")
+    results["latency"] = await run_latency(
+        kafka, lat, args.partitions, records, ids, rate, args.latency_delay_ms, workdir,
+        fetch_wait_ms=args.latency_fetch_wait_ms, prelude=prelude, sink_linger_ms=args.latency_sink_linger_ms,
+        group=f"{pre}-latency")
+    _say(f"bridge latency at {rate:,.0f}/s: added {results['latency']['added_ms']}")
+
+
+def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median rate (the lower middle one for an even count)."""
+    ordered = sorted(runs, key=lambda r: float(r["rate"]))
+    return ordered[(len(ordered) - 1) // 2]
+
+
+async def run(args: argparse.Namespace, kafka: Tansu | None = None) -> dict[str, Any]:
+    """Every phase; on ``kafka`` if given (topics and groups named after ``--prefix``), else a fresh tansu."""
+    workdir = Path(args.workdir)
+    await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
+    results: dict[str, Any] = {"started": datetime.now(UTC).isoformat(timespec="seconds"),
+                               "machine": machine(), "args": dict(vars(args))}
+    t0 = time.perf_counter()
+    ds = generate(args.events, subjects=args.subjects, seed=args.seed)
+    results["data"] = {**ds.summary(), "generate_seconds": round(time.perf_counter() - t0, 2)}
+    _say(f"generated {len(ds.records)} records in {results['data']['generate_seconds']}s: {ds.summary()}")
+    if kafka is not None:
+        await _phases(args, kafka, ds, results, workdir)
+    else:
+        with Tansu(log_dir=workdir / "tansu") as own:
+            await _phases(args, own, ds, results, workdir)
+    del ds
+    if not args.skip_memory:
+        results["memory"] = await asyncio.to_thread(memory_phase, args.dedup_ids, args.reorder_subjects,
+                                                    args.reorder_events)
+        _say(f"memory: {results['memory']}")
+    results["targets"] = TARGETS
+    results["seconds"] = round(time.perf_counter() - t0, 1)
+    return results
+
+
+def write_results(results: dict[str, Any], args: argparse.Namespace) -> Path:
+    out = Path(args.output) if args.output else Path(args.workdir) / "results.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    return out
+
+
+def _say(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    p.add_argument("--events", type=int, default=200_000, help="input records (default 200000)")
+    p.add_argument("--subjects", type=int, default=10_000)
+    p.add_argument("--partitions", type=int, default=4, help="partitions of every topic (default 4)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--repeat", type=int, default=3,
+                   help="throughput runs of the baseline and of the bridge (the median is reported)")
+    p.add_argument("--latency-rate", type=float, default=None,
+                   help="events/s (default: half the bridge rate)")
+    p.add_argument("--latency-seconds", type=float, default=10.0)
+    p.add_argument("--latency-delay-ms", type=int, default=20, help="reorder max_delay of the latency run")
+    p.add_argument("--latency-fetch-wait-ms", type=int, default=10,
+                   help="the bridge source's fetch_max_wait_ms in the latency run "
+                   "(tansu does not wake a waiting fetch)")
+    p.add_argument("--latency-sink-linger-ms", type=int, default=None,
+                   help="what-if: the sink's linger_ms in the latency run (default: the config default, 5)")
+    p.add_argument("--dedup-ids", type=int, default=1_000_000)
+    p.add_argument("--reorder-subjects", type=int, default=100_000)
+    p.add_argument("--reorder-events", type=int, default=200_000)
+    p.add_argument("--skip-baseline", action="store_true")
+    p.add_argument("--skip-latency", action="store_true")
+    p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--profile", action="store_true",
+                   help="attach py-spy to the bridge in the throughput run (writes .bench/profile.txt)")
+    p.add_argument("--whatif", default=None, metavar="PATCH[,PATCH]",
+                   help="experiment: run the bridge with candidate optimizations applied: "
+                   f"{', '.join(whatif.PATCHES)} (see bench/whatif.py)")
+    p.add_argument("--prefix", default="bench", help="prefix of topic and consumer group names")
+    p.add_argument("--workdir", default=str(ROOT / ".bench"))
+    p.add_argument("--output", default=None, help="results JSON (default WORKDIR/results.json)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    results = asyncio.run(run(args))
+    out = write_results(results, args)
+    print(render_table(results))
+    print(f"\nresults: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

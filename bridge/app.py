@@ -1,0 +1,52 @@
+"""Assembly: turn a validated BridgeConfig into pipeline stages (router, dedup, reorder, pipeline)."""
+
+from __future__ import annotations
+
+from bridge.config import BridgeConfig
+from bridge.filters import compile_filter
+from bridge.metrics import Metrics
+from bridge.model import Sink
+from bridge.pipeline.core import Pipeline
+from bridge.pipeline.dedup import Deduplicator, DedupStore, MemoryDedupStore
+from bridge.pipeline.reorder import ReorderBuffer
+from bridge.pipeline.router import Route, RouteFilter, Router
+
+
+def build_router(cfg: BridgeConfig) -> Router:
+    routes = []
+    for i, r in enumerate(cfg.routes):
+        filters = tuple(
+            RouteFilter(compile_filter(f.pattern, f.dialect, f"routes[{i}].filters[{j}].pattern"), f.target)
+            for j, f in enumerate(r.filters)
+        )
+        routes.append(Route(r.name, r.topic, filters))
+    return Router(routes)
+
+
+def build_dedup_store(cfg: BridgeConfig) -> DedupStore:
+    d = cfg.dedup
+    if d.store == "redis":
+        from bridge.pipeline.redis_store import RedisDedupStore
+
+        return RedisDedupStore(d.redis_url.get_secret_value(), d.window_seconds, d.key_prefix)
+    return MemoryDedupStore(d.window_seconds, d.max_entries)
+
+
+def build_pipeline(cfg: BridgeConfig, sink: Sink, metrics: Metrics | None = None,
+                   store: DedupStore | None = None) -> Pipeline:
+    dedup = None
+    if cfg.dedup.enabled:
+        dedup = Deduplicator(store if store is not None else build_dedup_store(cfg))
+    reorder = None
+    if cfg.reorder.enabled:
+        r = cfg.reorder
+        reorder = ReorderBuffer(r.max_delay_ms / 1000.0, r.max_events, r.max_subjects)
+    return Pipeline(
+        build_router(cfg),
+        sink,
+        deadletter_topic=cfg.deadletter.topic,
+        dedup=dedup,
+        reorder=reorder,
+        late_policy=cfg.reorder.late_policy,
+        metrics=metrics,
+    )

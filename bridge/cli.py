@@ -1,0 +1,222 @@
+"""The ``bridge`` command line (DESIGN.md section 4): run, replay, normalize, test-filter, check-config."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+import yaml
+
+EXIT_OK = 0
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+
+
+def _open_in(name: str) -> IO[bytes]:
+    return sys.stdin.buffer if name == "-" else open(name, "rb")
+
+
+def _open_out(name: str) -> IO[bytes]:
+    return sys.stdout.buffer if name == "-" else open(name, "wb")
+
+
+def _lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
+    for n, line in enumerate(stream, 1):
+        body = line.rstrip(b"\r\n")
+        if body.strip():
+            yield n, body
+
+
+def _load_cfg(path: str | None) -> Any:
+    from bridge.config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return None
+
+
+async def _replay(cfg: Any, src: IO[bytes], out: IO[bytes], batch_size: int = 1000) -> int:
+    from bridge.app import build_pipeline
+    from bridge.model import RawMessage, SourceBatch
+    from bridge.sinks.jsonl import JsonlSink
+
+    sink = JsonlSink(out)
+    pipeline = build_pipeline(cfg, sink)
+    try:
+        batch: list[RawMessage] = []
+        for n, body in _lines(src):
+            batch.append(RawMessage(body, {}, "replay", f"line {n}"))
+            if len(batch) >= batch_size:
+                await pipeline.submit(SourceBatch(batch, None, "replay"))
+                pipeline.tick()
+                batch = []
+        if batch:
+            await pipeline.submit(SourceBatch(batch, None, "replay"))
+        await pipeline.flush()
+    finally:
+        await pipeline.close(grace=5.0)
+        if pipeline.dedup is not None:
+            await pipeline.dedup.store.close()
+    return EXIT_OK
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    cfg = _load_cfg(args.config)
+    if cfg is None:
+        return EXIT_INVALID
+    src = _open_in(args.input)
+    out = _open_out(args.output)
+    try:
+        return asyncio.run(_replay(cfg, src, out))
+    finally:
+        if src is not sys.stdin.buffer:
+            src.close()
+        if out is not sys.stdout.buffer:
+            out.close()
+
+
+def cmd_normalize(args: argparse.Namespace) -> int:
+    from bridge.model import RawMessage
+    from bridge.normalize import normalize_all
+
+    src = _open_in(args.file)
+    out = sys.stdout.buffer
+    failed = 0
+    try:
+        for n, body in _lines(src):
+            events, errors = normalize_all(RawMessage(body, {}, "normalize", f"line {n}"))
+            for ev in events:
+                out.write(orjson.dumps(ev.to_dict()) + b"\n")
+            for err in errors:
+                failed += 1
+                print(f"line {n}: {getattr(err, 'reason', err)}", file=sys.stderr)
+    finally:
+        out.flush()
+        if src is not sys.stdin.buffer:
+            src.close()
+    return EXIT_INVALID if failed else EXIT_OK
+
+
+def _read_doc(path: str, what: str) -> Any:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SystemExit(f"error: cannot read {what} {path}: {exc.strerror}") from None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise SystemExit(f"error: {what} {path} is neither JSON nor YAML: {exc}") from None
+
+
+def cmd_test_filter(args: argparse.Namespace) -> int:
+    from bridge.filters import FilterError, compile_filter
+
+    spec = _read_doc(args.filter, "filter")
+    event = _read_doc(args.event, "event")
+    try:
+        flt = compile_filter(spec, "auto", "")
+    except FilterError as exc:
+        print(f"error: invalid filter: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.canonical:
+        from bridge.model import RawMessage
+        from bridge.normalize import normalize
+
+        try:
+            events = normalize(RawMessage(orjson.dumps(event)))
+        except Exception as exc:
+            print(f"error: event does not normalize: {getattr(exc, 'reason', exc)}", file=sys.stderr)
+            return EXIT_USAGE
+        result = any(flt.matches(ev.to_dict()) for ev in events)
+    else:
+        if not isinstance(event, dict):
+            print("error: the event must be a JSON object", file=sys.stderr)
+            return EXIT_USAGE
+        result = flt.matches(event)
+    print("true" if result else "false")
+    return EXIT_OK
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from bridge.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.file)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_INVALID
+    names = ", ".join(f"{s.type}:{s.name}" for s in cfg.sources) or "none (bridge run uses Kafka localhost:9092)"
+    print(f"{args.file}: OK")
+    print(f"  sources: {names}")
+    print(f"  routes: {', '.join(f'{r.name} -> {r.topic}' for r in cfg.routes)}")
+    print(f"  dead-letter topic: {cfg.deadletter.topic}")
+    dedup = f"{cfg.dedup.store}, {cfg.dedup.window_seconds:g}s" if cfg.dedup.enabled else "off"
+    print(f"  dedup: {dedup}")
+    reorder = (f"max_delay {cfg.reorder.max_delay_ms} ms, late {cfg.reorder.late_policy}"
+               if cfg.reorder.enabled else "off")
+    print(f"  reorder: {reorder}")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _load_cfg(args.config)
+    if cfg is None:
+        return EXIT_INVALID
+    from bridge.daemon import run_daemon
+
+    return run_daemon(cfg.with_run_defaults())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bridge", description="ML Event Bridge: Azure ML and SageMaker events, "
+                                "normalized to CloudEvents, deduplicated, reordered, filtered, routed to Kafka.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run the daemon (sources -> pipeline -> Kafka; /healthz /readyz /metrics)")
+    r.add_argument("--config", help="config file (YAML); default: Kafka on localhost:9092")
+    r.set_defaults(func=cmd_run)
+
+    rp = sub.add_parser("replay", help="run the pipeline over JSON Lines instead of brokers")
+    rp.add_argument("--config", help="config file (YAML); default: dedup+reorder on, one route 'all'")
+    rp.add_argument("--input", required=True, help="JSON Lines file of raw message bodies, or - for stdin")
+    rp.add_argument("--output", default="-", help="output JSON Lines file, or - for stdout (default)")
+    rp.set_defaults(func=cmd_replay)
+
+    n = sub.add_parser("normalize", help="raw message bodies in, canonical CloudEvents out (JSON Lines)")
+    n.add_argument("file", nargs="?", default="-", help="input JSON Lines file, or - for stdin (default)")
+    n.set_defaults(func=cmd_normalize)
+
+    t = sub.add_parser("test-filter", help="print true/false: does the filter match the event?")
+    t.add_argument("--filter", required=True, help="filter file: EventBridge pattern or Event Grid filter")
+    t.add_argument("--event", required=True, help="event file (JSON)")
+    t.add_argument("--canonical", action="store_true", help="normalize the event first and match the canonical form")
+    t.set_defaults(func=cmd_test_filter)
+
+    c = sub.add_parser("check-config", help="validate a config file and explain every error")
+    c.add_argument("file")
+    c.set_defaults(func=cmd_check_config)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command != "run":  # logs go to stderr, never into the JSON Lines on stdout
+        from bridge.logs import configure
+
+        configure("warning", "console")
+    rc: int = args.func(args)
+    return rc
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

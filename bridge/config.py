@@ -1,0 +1,259 @@
+"""The bridge configuration: one YAML file validated with pydantic, secrets from environment variables.
+
+``${VAR}`` and ``${VAR:-default}`` inside string values are replaced from the environment before
+validation. Each connector's config model lives beside its code (``bridge/sources/*.py``,
+``bridge/sinks/kafka.py``); this module assembles them. ``load_config`` raises ``ConfigError`` whose
+``errors`` list every problem with its location (``routes[1].filters[0].pattern.detail.status``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from bridge.filters import FilterError, compile_filter
+from bridge.sinks.kafka import KafkaSinkConfig
+from bridge.sources.eventhubs import EventHubsSourceConfig
+from bridge.sources.kafka import KafkaSourceConfig
+from bridge.sources.sqs import SqsSourceConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HttpConfig(_Strict):
+    host: str = Field("0.0.0.0", description="address to listen on")
+    port: int = Field(8080, ge=0, le=65535, description="port of /healthz, /readyz, /metrics (0: any free port)")
+
+
+class LogConfig(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="debug logs every published event")
+    format: Literal["json", "console"] = Field("json", description="JSON lines (default) or human-readable")
+
+
+class DedupConfig(_Strict):
+    enabled: bool = Field(True, description="drop events whose (source, id) was already delivered")
+    store: Literal["memory", "redis"] = Field(
+        "memory", description="memory: per process; redis: shared by replicas, survives restarts"
+    )
+    redis_url: SecretStr = Field(
+        SecretStr("redis://127.0.0.1:6379/0"), description="Redis URL for store redis (may hold a password: use ${VAR})"
+    )
+    key_prefix: str = Field("bridge:dedup:", description="prefix of the Redis keys")
+    window_seconds: float = Field(600.0, gt=0, description="how long an id is remembered")
+    max_entries: int = Field(1_000_000, ge=1, description="most ids remembered (memory store; ~70 bytes each)")
+
+
+class ReorderConfig(_Strict):
+    enabled: bool = Field(True, description="restore per-subject order")
+    max_delay_ms: int = Field(2000, ge=0, description="longest time an event is held")
+    max_events: int = Field(100_000, ge=1, description="events held at most; beyond, the oldest are released early")
+    max_subjects: int = Field(
+        1_000_000, ge=1, description="subjects whose last emitted sequence is remembered (late detection)"
+    )
+    late_policy: Literal["emit", "drop", "deadletter"] = Field(
+        "emit", description="what to do with an event older than one already emitted"
+    )
+
+
+class FilterConfig(_Strict):
+    """One filter of a route. Either ``pattern`` with an optional ``dialect``, or the shorthand
+    ``eventbridge: {...}`` / ``eventgrid: {...}``. ``target`` chooses the canonical or the original event."""
+
+    pattern: dict[str, Any] = Field(description="EventBridge event pattern or Event Grid subscription filter")
+    dialect: Literal["auto", "eventbridge", "eventgrid"] = Field("auto", description="auto: recognised from the shape")
+    target: Literal["canonical", "original"] = Field(
+        "canonical", description="match the canonical CloudEvent or the original event"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for dialect in ("eventbridge", "eventgrid"):
+                if dialect in value and "pattern" not in value:
+                    value = dict(value)
+                    value["pattern"] = value.pop(dialect)
+                    value["dialect"] = dialect
+        return value
+
+    @model_validator(mode="after")
+    def _compiles(self) -> FilterConfig:
+        try:
+            compile_filter(self.pattern, self.dialect, "pattern")
+        except FilterError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
+class RouteConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$", description="unique route name (metrics label, replay output)")
+    topic: str = Field(
+        min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$", description="destination Kafka topic"
+    )
+    filters: list[FilterConfig] = Field(default_factory=list, description="all must match; none: every event")
+
+
+class DeadLetterConfig(_Strict):
+    topic: str = Field(
+        "ml.events.deadletter",
+        min_length=1,
+        max_length=249,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="topic for undecodable input and late events (policy deadletter); reason in headers",
+    )
+
+
+class ShutdownConfig(_Strict):
+    grace_seconds: float = Field(25.0, gt=0, description="time to drain and commit after SIGTERM")
+
+
+SourceConfig = Annotated[KafkaSourceConfig | SqsSourceConfig | EventHubsSourceConfig, Field(discriminator="type")]
+
+
+def _default_routes() -> list[RouteConfig]:
+    return [RouteConfig(name="all", topic="ml.events")]
+
+
+class BridgeConfig(_Strict):
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+    sources: list[SourceConfig] = Field(default_factory=list)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    reorder: ReorderConfig = Field(default_factory=ReorderConfig)
+    routes: list[RouteConfig] = Field(default_factory=_default_routes, min_length=1)
+    deadletter: DeadLetterConfig = Field(default_factory=DeadLetterConfig)
+    sink: KafkaSinkConfig | None = None
+    shutdown: ShutdownConfig = Field(default_factory=ShutdownConfig)
+
+    @field_validator("routes")
+    @classmethod
+    def _unique_routes(cls, routes: list[RouteConfig]) -> list[RouteConfig]:
+        seen: set[str] = set()
+        for r in routes:
+            if r.name in seen:
+                raise ValueError(f"duplicate route name {r.name!r}")
+            if r.name == "deadletter":
+                raise ValueError("route name 'deadletter' is reserved for the dead-letter output")
+            seen.add(r.name)
+        return routes
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_sources(cls, sources: list[Any]) -> list[Any]:
+        names = [s.name for s in sources]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"duplicate source names {sorted(dup)}: give each source its own name")
+        return sources
+
+    def with_run_defaults(self) -> BridgeConfig:
+        """``bridge run`` without sources or sink: Kafka on localhost:9092, input topic ml.events.raw."""
+        update: dict[str, Any] = {}
+        if not self.sources:
+            update["sources"] = [KafkaSourceConfig(type="kafka")]
+        if self.sink is None:
+            update["sink"] = KafkaSinkConfig(type="kafka")
+        return self.model_copy(update=update)
+
+
+class ConfigError(Exception):
+    """An invalid configuration; ``errors`` holds (location, message) pairs, all of them."""
+
+    def __init__(self, errors: list[tuple[str, str]], source: str = "") -> None:
+        self.errors = errors
+        self.source = source
+        lines = "\n".join(f"  {loc or '<root>'}: {msg}" for loc, msg in errors)
+        super().__init__(f"invalid configuration{f' in {source}' if source else ''}:\n{lines}")
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+_SOURCE_TAGS = {"kafka", "sqs", "eventhubs"}
+
+
+def _loc(parts: tuple[Any, ...]) -> str:
+    out = ""
+    for i, p in enumerate(parts):
+        if i >= 2 and parts[0] == "sources" and i == 2 and p in _SOURCE_TAGS:
+            continue  # pydantic's discriminator tag, not a key of the user's file
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def substitute_env(
+    tree: Any, env: Mapping[str, str], path: tuple[Any, ...] = (), errors: list[tuple[str, str]] | None = None
+) -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of a parsed YAML tree."""
+    errs = errors if errors is not None else []
+    if isinstance(tree, dict):
+        return {k: substitute_env(v, env, (*path, k), errs) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [substitute_env(v, env, (*path, i), errs) for i, v in enumerate(tree)]
+    if isinstance(tree, str) and "${" in tree:
+
+        def repl(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            errs.append((_loc(path), f"environment variable {name} is not set (and no ${{{name}:-default}})"))
+            return ""
+
+        return _VAR.sub(repl, tree)
+    return tree
+
+
+def parse_config(data: Any, env: Mapping[str, str] | None = None, source: str = "") -> BridgeConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([("", f"the configuration must be a mapping, not {type(data).__name__}")], source)
+    errors: list[tuple[str, str]] = []
+    data = substitute_env(data, os.environ if env is None else env, (), errors)
+    try:
+        cfg = BridgeConfig.model_validate(data)
+    except ValidationError as exc:
+        for e in exc.errors(include_url=False):
+            msg = e["msg"].removeprefix("Value error, ")
+            errors.append((_loc(tuple(e["loc"])), msg))
+        raise ConfigError(errors, source) from None
+    if errors:
+        raise ConfigError(errors, source)
+    return cfg
+
+
+def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -> BridgeConfig:
+    """Read, substitute and validate a config file; ``None`` gives the built-in default."""
+    if path is None:
+        return BridgeConfig()
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([("", f"cannot read {p}: {exc.strerror}")], str(p)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([(where, f"YAML syntax error: {problem}")], str(p)) from None
+    return parse_config(data, env, str(p))

@@ -1,0 +1,81 @@
+"""Generate docs/configuration.md from the config models, so the reference always matches the code.
+
+``python -m bridge.config_docs > docs/configuration.md``; a test fails when the file is stale.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+
+from bridge.config import (
+    BridgeConfig,
+    DeadLetterConfig,
+    DedupConfig,
+    FilterConfig,
+    HttpConfig,
+    LogConfig,
+    ReorderConfig,
+    RouteConfig,
+    ShutdownConfig,
+)
+from bridge.sinks.kafka import KafkaSinkConfig
+from bridge.sources.eventhubs import EventHubsSourceConfig
+from bridge.sources.kafka import KafkaSourceConfig
+from bridge.sources.sqs import SqsSourceConfig
+
+SECTIONS: list[tuple[str, type[BaseModel], str]] = [
+    ("http", HttpConfig, "HTTP server for /healthz, /readyz, /metrics."),
+    ("log", LogConfig, "Logging."),
+    ("sources[] (type: kafka)", KafkaSourceConfig, "Kafka consumer group; also Event Hubs' Kafka endpoint, MSK."),
+    ("sources[] (type: sqs)", SqsSourceConfig, "SQS queue fed by EventBridge rules (raw or SNS-wrapped bodies)."),
+    ("sources[] (type: eventhubs)", EventHubsSourceConfig, "Azure Event Hubs with blob checkpoints."),
+    ("dedup", DedupConfig, "Duplicate suppression by (source, id)."),
+    ("reorder", ReorderConfig, "Per-subject reorder buffer."),
+    ("routes[]", RouteConfig, "Named routes: filters (AND'd) and a destination topic."),
+    ("routes[].filters[]", FilterConfig, "One filter: EventBridge pattern or Event Grid filter."),
+    ("deadletter", DeadLetterConfig, "Dead-letter destination (a Kafka topic on the sink)."),
+    ("sink", KafkaSinkConfig, "Kafka producer for routed events and dead letters."),
+    ("shutdown", ShutdownConfig, "Graceful shutdown."),
+]
+
+
+def _type(field: FieldInfo) -> str:
+    ann: Any = field.annotation
+    text = getattr(ann, "__name__", None) if not getattr(ann, "__args__", None) else None
+    return (text or str(ann)).replace("typing.", "").replace("pydantic.types.", "")
+
+
+def _default(field: FieldInfo) -> str:
+    if field.default is PydanticUndefined:
+        return "required" if field.default_factory is None else "(see below)"
+    value = field.default
+    if hasattr(value, "get_secret_value"):
+        return "(secret)"
+    return f"`{value!r}`" if value is not None else "none"
+
+
+def render() -> str:
+    out = ["# Configuration reference", "",
+           "Generated from the config models by `python -m bridge.config_docs` (a test keeps it current).",
+           "One YAML file; `${VAR}` and `${VAR:-default}` in string values are read from the environment.",
+           "Unknown keys are errors. Validate with `bridge check-config FILE`.", ""]
+    top = BridgeConfig.model_fields
+    out += ["## Top level", "", "| key | default |", "|---|---|"]
+    for name, field in top.items():
+        out.append(f"| `{name}` | {_default(field)} |")
+    out.append("")
+    for title, model, blurb in SECTIONS:
+        out += [f"## `{title}`", "", blurb, "", "| key | type | default | description |", "|---|---|---|---|"]
+        for name, field in model.model_fields.items():
+            desc = (field.description or "").replace("|", "\\|")
+            out.append(f"| `{name}` | `{_type(field)}` | {_default(field)} | {desc} |")
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(render())

@@ -1,0 +1,73 @@
+"""Prometheus metrics of one bridge process (one registry per Metrics object, so tests can isolate)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """Every metric the daemon exports; see README "Metrics" for the list."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.messages_in = Counter(
+            "bridge_messages_in", "Raw messages received, per source", ["source"], registry=r
+        )
+        self.events_in = Counter(
+            "bridge_events_in", "Events normalized from received messages, per source", ["source"], registry=r
+        )
+        self.events_out = Counter(
+            "bridge_events_out", "Events published and confirmed, per route", ["route"], registry=r
+        )
+        self.duplicates = Counter(
+            "bridge_duplicates_dropped", "Duplicate events dropped, per source", ["source"], registry=r
+        )
+        self.filtered = Counter(
+            "bridge_events_unrouted", "Events that matched no route (dropped), per source", ["source"], registry=r
+        )
+        self.late = Counter("bridge_late_events", "Late events, per late policy", ["policy"], registry=r)
+        self.deadlettered = Counter(
+            "bridge_deadlettered", "Messages sent to the dead-letter topic, per reason kind", ["kind"], registry=r
+        )
+        self.undeliverable = Counter(
+            "bridge_undeliverable", "Dead letters that the dead-letter topic itself refused (logged, dropped)",
+            registry=r,
+        )
+        self.publish_errors = Counter(
+            "bridge_publish_errors", "Failed publish attempts (retried)", registry=r
+        )
+        self.batches_acked = Counter(
+            "bridge_batches_acked", "Source batches released upstream, per source", ["source"], registry=r
+        )
+        self.ack_errors = Counter(
+            "bridge_ack_errors", "Source position releases that failed, per source", ["source"], registry=r
+        )
+        self.reorder_events = Gauge("bridge_reorder_buffer_events", "Events held in the reorder buffer", registry=r)
+        self.reorder_subjects = Gauge(
+            "bridge_reorder_buffer_subjects", "Subjects with events in the reorder buffer", registry=r
+        )
+        self.reorder_early = Counter(
+            "bridge_reorder_early_flushes", "Events released early because the buffer was full", registry=r
+        )
+        self.inflight = Gauge("bridge_inflight_events", "Events accepted and not yet settled", registry=r)
+        self.dedup_entries = Gauge("bridge_dedup_entries", "Ids remembered by the in-memory dedup store", registry=r)
+        self.consumer_lag = Gauge(
+            "bridge_consumer_lag", "Messages behind the end of the partition, where the broker tells it",
+            ["source", "partition"], registry=r,
+        )
+        self.source_up = Gauge("bridge_source_up", "1 when the source is connected and consuming", ["source"],
+                               registry=r)
+        self.publish_latency = Histogram(
+            "bridge_publish_latency_seconds", "Time to publish a group of records and get broker confirmation",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.e2e_latency = Histogram(
+            "bridge_event_latency_seconds", "From receipt of a message to confirmed publish of its event",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

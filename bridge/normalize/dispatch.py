@@ -1,0 +1,112 @@
+"""Message level: parse the body, recognise each event's shape, collect events and per-element errors.
+
+Shapes, tried in this order on each JSON object: CloudEvents structured (``specversion``), Event Grid
+(``eventType``), EventBridge (``detail-type``), SNS notification (``Type: Notification`` with a JSON
+``Message`` holding one event object; the unwrapped event is the ``original``), and finally an object with
+``type`` but no ``specversion`` read as a CloudEvent. A JSON array gives one event per element; a bad element
+gives a ``NormalizeError`` with its 0-based ``index`` and does not stop the others. Kafka binary mode (a
+``ce_specversion`` header) bypasses body-shape detection.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from bridge.envelope import CloudEvent
+from bridge.model import RawMessage
+from bridge.normalize.azure import from_eventgrid
+from bridge.normalize.cloudevents import from_binary, from_structured
+from bridge.normalize.errors import NormalizeError
+from bridge.normalize.fields import json_kind
+from bridge.normalize.sagemaker import from_eventbridge
+
+Result = tuple[list[CloudEvent], list[NormalizeError]]
+
+
+def _from_sns(obj: dict[str, Any]) -> CloudEvent:
+    message = obj["Message"]
+    if type(message) is not str:
+        raise NormalizeError(f"unsupported shape: SNS Message is a JSON {json_kind(message)}, not a string")
+    try:
+        inner = orjson.loads(message)
+    except orjson.JSONDecodeError as exc:
+        raise NormalizeError(
+            f"malformed JSON in SNS Message: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    if type(inner) is not dict:
+        raise NormalizeError(f"unsupported shape: SNS Message holds a JSON {json_kind(inner)}, not an object")
+    if inner.get("Type") == "Notification" and "Message" in inner:
+        raise NormalizeError("unsupported shape: SNS notification nested in an SNS notification")
+    return from_object(inner)
+
+
+def from_object(obj: dict[str, Any]) -> CloudEvent:
+    """One event object of any supported shape; raises ``NormalizeError`` when it cannot be normalized."""
+    if "specversion" in obj:
+        return from_structured(obj)
+    if "eventType" in obj:
+        return from_eventgrid(obj)
+    if "detail-type" in obj:
+        return from_eventbridge(obj)
+    sns_type = obj.get("Type")
+    if sns_type is not None and "Message" in obj:
+        if sns_type == "Notification":
+            return _from_sns(obj)
+        raise NormalizeError(f"unsupported shape: SNS {sns_type} message is not a Notification")
+    if "type" in obj:
+        return from_structured(obj)
+    raise NormalizeError("unrecognised event shape: object has none of eventType/type/detail-type")
+
+
+def normalize_all(msg: RawMessage) -> Result:
+    """Every event of a message and every error: good elements of an array flow, bad ones are reported.
+
+    Errors of array elements carry ``index`` and ``element``; a whole-message error (malformed JSON, not an
+    object or array, an empty array, a bad single object) has ``index=None``.
+    """
+    headers = msg.headers
+    if headers and "ce_specversion" in headers:
+        try:
+            return [from_binary(headers, msg.body)], []
+        except NormalizeError as exc:
+            return [], [exc]
+    try:
+        doc = orjson.loads(msg.body)
+    except orjson.JSONDecodeError as exc:
+        return [], [NormalizeError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")]
+    if type(doc) is dict:
+        try:
+            return [from_object(doc)], []
+        except NormalizeError as exc:
+            return [], [exc]
+    if type(doc) is list:
+        if not doc:
+            return [], [NormalizeError("unsupported shape: empty JSON array")]
+        events: list[CloudEvent] = []
+        errors: list[NormalizeError] = []
+        for index, element in enumerate(doc):
+            if type(element) is not dict:
+                errors.append(
+                    NormalizeError(
+                        f"unsupported shape: JSON array element {index} is not an object",
+                        index=index,
+                        element=element,
+                    )
+                )
+                continue
+            try:
+                events.append(from_object(element))
+            except NormalizeError as exc:
+                errors.append(exc.at(index, element))
+        return events, errors
+    return [], [NormalizeError(f"unsupported shape: JSON {json_kind(doc)} is not an object or array")]
+
+
+def normalize(msg: RawMessage) -> list[CloudEvent]:
+    """Every event of a message; raises the first ``NormalizeError`` if any event fails."""
+    events, errors = normalize_all(msg)
+    if errors:
+        raise errors[0]
+    return events

@@ -1,0 +1,51 @@
+"""Routes: a named list, each with filters (AND'd) and a destination topic. One event may match several."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from bridge.envelope import CloudEvent
+
+Target = Literal["canonical", "original"]
+
+
+class Matcher(Protocol):
+    def matches(self, event: Mapping[str, Any]) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RouteFilter:
+    """A compiled filter and the shape it applies to: the canonical CloudEvent or the original event."""
+
+    matcher: Matcher
+    target: Target = "canonical"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: str
+    topic: str
+    filters: tuple[RouteFilter, ...] = ()
+
+
+class Router:
+    """Evaluates every route against an event and returns the (route, topic) pairs that match."""
+
+    def __init__(self, routes: Sequence[Route]) -> None:
+        self.routes = tuple(routes)
+        self._needs_canonical = any(f.target == "canonical" for r in self.routes for f in r.filters)
+
+    def match(self, event: CloudEvent) -> list[Route]:
+        canonical: Mapping[str, Any] | None = event.to_dict() if self._needs_canonical else None
+        original: Mapping[str, Any] = event.original if event.original is not None else (canonical or {})
+        out: list[Route] = []
+        for route in self.routes:
+            for f in route.filters:
+                doc = canonical if f.target == "canonical" else original
+                if doc is None or not f.matcher.matches(doc):
+                    break
+            else:
+                out.append(route)
+        return out

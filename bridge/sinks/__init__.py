@@ -1,0 +1,1 @@
+"""Sinks: where routed events and dead letters are published."""

@@ -1,0 +1,1 @@
+"""Sources: Kafka, Event Hubs, SQS. Each module holds its config model beside its code."""

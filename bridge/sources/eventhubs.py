@@ -1,0 +1,368 @@
+"""Azure Event Hubs source: ``EventHubConsumerClient.receive_batch`` with blob checkpoints, released on ack.
+
+Each SDK callback batch becomes one ``SourceBatch``. The SDK callback only enqueues (a bounded
+``asyncio.Queue``: when the pipeline falls behind, the callback waits for room, which is the backpressure);
+it never waits for delivery. ``ack()`` marks a batch done; per partition, the checkpoint advances to the last
+event of the highest contiguous run of acked batches, so an out-of-order ack never releases a position
+ahead of an undelivered batch. Replicas sharing the consumer group and checkpoint container split the
+partitions through the SDK's ownership load balancing; when a partition moves away its pending state is
+dropped (its unacked batches will be redelivered to the new owner from the last checkpoint).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from bridge.model import RawMessage, SourceBatch
+
+log = structlog.get_logger(__name__)
+
+
+class CheckpointStoreConfig(BaseModel):
+    """Azure Blob container holding checkpoints and partition ownership (shared by replicas)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    connection_string: SecretStr
+    container: str
+    create_container: bool = True
+
+
+class EventHubsSourceConfig(BaseModel):
+    """Configuration of an Event Hubs source."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["eventhubs"]
+    name: str = "eventhubs"
+    connection_string: SecretStr
+    eventhub_name: str | None = None
+    consumer_group: str = "$Default"
+    checkpoint_store: CheckpointStoreConfig | None = None
+    starting_position: str = Field(
+        default="earliest", description="earliest, latest, an offset, or an ISO 8601 enqueued time"
+    )
+    max_batch_size: int = Field(default=500, gt=0)
+    max_wait_time: float = Field(default=1.0, gt=0)
+    load_balancing_interval: float = Field(default=10.0, gt=0)
+    partition_ownership_expiration_interval: float | None = Field(default=None, gt=0)
+    prefetch: int = Field(default=300, gt=0)
+    queue_batches: int = Field(default=16, gt=0, description="batches buffered between SDK and pipeline")
+
+    @model_validator(mode="after")
+    def _check(self) -> EventHubsSourceConfig:
+        if (
+            self.eventhub_name is None
+            and "entitypath=" not in self.connection_string.get_secret_value().lower()
+        ):
+            raise ValueError("eventhub_name is required when the connection string has no EntityPath")
+        parse_starting_position(self.starting_position)
+        return self
+
+
+def parse_starting_position(value: str) -> str | dt.datetime:
+    """Map ``earliest``/``latest``/offset/ISO time to the SDK's ``starting_position`` argument."""
+    lowered = value.strip().lower()
+    if lowered == "earliest":
+        return "-1"
+    if lowered == "latest":
+        return "@latest"
+    if lowered.lstrip("-").isdigit():
+        return lowered
+    try:
+        parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ValueError(
+            f"starting_position {value!r}: expected earliest, latest, an offset or an ISO time"
+        ) from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def _header_value(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, memoryview | bytearray):
+        return bytes(value)
+    return orjson.dumps(value, default=str)
+
+
+def _event_body(event: Any) -> bytes:
+    body = event.body
+    if isinstance(body, bytes):
+        return body
+    if isinstance(body, str):
+        return body.encode()
+    if isinstance(body, Iterable) and not isinstance(body, Mapping | list):
+        parts = list(body)
+        if all(isinstance(p, bytes | bytearray | memoryview) for p in parts):
+            return b"".join(bytes(p) for p in parts)
+        body = parts
+    return orjson.dumps(body, default=str)
+
+
+@dataclass(slots=True)
+class _PartitionState:
+    """Acks of one partition's batches under one ownership (``generation``)."""
+
+    context: Any
+    generation: int
+    next_ordinal: int = 0
+    contiguous: int = -1  # highest ordinal such that it and every earlier batch are acked
+    acked: set[int] = field(default_factory=set)
+    last_events: dict[int, Any] = field(default_factory=dict)  # ordinal -> last event of the batch
+    to_checkpoint: Any = None
+    written_sequence: int = -1
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class EventHubsSource:
+    """Source protocol implementation over the ``azure-eventhub`` consumer client."""
+
+    def __init__(self, config: EventHubsSourceConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self._queue: asyncio.Queue[SourceBatch] = asyncio.Queue(maxsize=config.queue_batches)
+        self._stash: deque[SourceBatch] = deque()
+        self._partitions: dict[str, _PartitionState] = {}
+        self._generation = 0
+        self._client: Any = None
+        self._store: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed: asyncio.Future[None] | None = None
+        self._stopping = False
+        self._healthy = True
+        self.eventhub_name = ""
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        """True while the client runs and its last report was good (a callback, not an error)."""
+        running = self._task is not None and not self._task.done() and not self._stopping
+        return running and self._healthy
+
+    @property
+    def fully_qualified_namespace(self) -> str:
+        """The namespace (host[:port]) the client talks to; checkpoints are keyed by it."""
+        return str(self._client._address.hostname) if self._client is not None else ""
+
+    @property
+    def buffered_batches(self) -> int:
+        """Batches received from the SDK and not yet taken by ``batches()`` (bounded by ``queue_batches``)."""
+        return self._queue.qsize() + len(self._stash)
+
+    @property
+    def owned_partitions(self) -> list[str]:
+        """Partitions this instance currently receives from."""
+        return sorted(self._partitions)
+
+    async def start(self) -> None:
+        """Connect the checkpoint store and start receiving in a background task."""
+        from azure.eventhub.aio import EventHubConsumerClient
+
+        cfg = self.config
+        self._closed = asyncio.get_running_loop().create_future()
+        if cfg.checkpoint_store is not None:
+            self._store = await self._open_checkpoint_store(cfg.checkpoint_store)
+        else:
+            log.warning(
+                "eventhubs.in_memory_checkpoints",
+                source=self.name,
+                detail="no checkpoint_store: positions are lost on restart and replicas do not share",
+            )
+        kwargs: dict[str, Any] = {"load_balancing_interval": cfg.load_balancing_interval}
+        if cfg.partition_ownership_expiration_interval is not None:
+            kwargs["partition_ownership_expiration_interval"] = cfg.partition_ownership_expiration_interval
+        if cfg.eventhub_name is not None:
+            kwargs["eventhub_name"] = cfg.eventhub_name
+        self._client = EventHubConsumerClient.from_connection_string(
+            cfg.connection_string.get_secret_value(),
+            consumer_group=cfg.consumer_group,
+            checkpoint_store=self._store,
+            **kwargs,
+        )
+        self.eventhub_name = str(self._client.eventhub_name)
+        self._task = asyncio.create_task(self._receive(), name=f"eventhubs-source-{self.name}")
+        log.info("eventhubs.started", source=self.name, eventhub=self.eventhub_name, group=cfg.consumer_group)
+
+    @staticmethod
+    async def _open_checkpoint_store(cfg: CheckpointStoreConfig) -> Any:
+        from azure.eventhub.extensions.checkpointstoreblobaio import BlobCheckpointStore
+
+        conn = cfg.connection_string.get_secret_value()
+        if cfg.create_container:
+            from azure.core.exceptions import ResourceExistsError
+            from azure.eventhub.extensions.checkpointstoreblobaio._vendor.storage.blob.aio import (
+                ContainerClient,
+            )
+
+            async with ContainerClient.from_connection_string(conn, cfg.container) as container:
+                with contextlib.suppress(ResourceExistsError):
+                    await container.create_container()
+        return BlobCheckpointStore.from_connection_string(conn, cfg.container)
+
+    async def _receive(self) -> None:
+        cfg = self.config
+        try:
+            await self._client.receive_batch(
+                on_event_batch=self._on_event_batch,
+                max_batch_size=cfg.max_batch_size,
+                max_wait_time=cfg.max_wait_time,
+                prefetch=cfg.prefetch,
+                starting_position=parse_starting_position(cfg.starting_position),
+                on_partition_initialize=self._on_partition_initialize,
+                on_partition_close=self._on_partition_close,
+                on_error=self._on_error,
+            )
+        finally:
+            if self._closed is not None and not self._closed.done():
+                self._closed.set_result(None)
+
+    async def stop(self) -> None:
+        """Stop receiving, release ownership, and end ``batches()``; unacked positions stay unreleased."""
+        self._stopping = True
+        if self._client is not None:
+            await self._client.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
+        self._partitions.clear()
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
+        log.info("eventhubs.stopped", source=self.name)
+
+    async def batches(self) -> AsyncIterator[SourceBatch]:
+        """Yield batches until ``stop()``; raises if the receiver task failed."""
+        if self._closed is None:
+            raise RuntimeError("EventHubsSource.batches() before start()")
+        closed = self._closed
+        while True:
+            if self._stash:
+                yield self._stash.popleft()
+                continue
+            if not self._queue.empty():
+                yield self._queue.get_nowait()
+                continue
+            if closed.done():
+                break
+            getter = asyncio.ensure_future(self._queue.get())
+            waiters: set[asyncio.Future[Any]] = {getter, closed}
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:  # also when the consumer is cancelled here: a batch already taken is kept, not lost
+                if not getter.done():
+                    getter.cancel()
+                elif not getter.cancelled():
+                    self._stash.append(getter.result())
+        if self._task is not None and self._task.done() and not self._task.cancelled():
+            exc = self._task.exception()
+            if exc is not None and not self._stopping:
+                raise exc
+
+    # -- SDK callbacks (run on the client's task) ---------------------------------------------------------
+    async def _on_partition_initialize(self, context: Any) -> None:
+        self._healthy = True
+        self._new_state(context)
+        log.info("eventhubs.partition_claimed", source=self.name, partition=context.partition_id)
+
+    async def _on_partition_close(self, context: Any, reason: Any) -> None:
+        state = self._partitions.get(context.partition_id)
+        if state is not None and state.context is context:
+            del self._partitions[context.partition_id]
+        log.info(
+            "eventhubs.partition_released",
+            source=self.name,
+            partition=context.partition_id,
+            reason=str(reason),
+        )
+
+    async def _on_error(self, context: Any, error: Exception) -> None:
+        partition = getattr(context, "partition_id", None)
+        self._healthy = False
+        log.warning("eventhubs.receive_error", source=self.name, partition=partition, error=repr(error))
+
+    def _new_state(self, context: Any) -> _PartitionState:
+        self._generation += 1
+        state = _PartitionState(context=context, generation=self._generation)
+        self._partitions[context.partition_id] = state
+        return state
+
+    async def _on_event_batch(self, context: Any, events: list[Any]) -> None:
+        self._healthy = True  # also called with no events every max_wait_time: a liveness signal
+        if not events:
+            return
+        state = self._partitions.get(context.partition_id)
+        if state is None or state.context is not context:
+            state = self._new_state(context)
+        ordinal = state.next_ordinal
+        state.next_ordinal += 1
+        state.last_events[ordinal] = events[-1]
+        prefix = f"{self.eventhub_name}/{context.partition_id}@"
+        messages = [
+            RawMessage(
+                body=_event_body(event),
+                headers={
+                    (k.decode() if isinstance(k, bytes) else str(k)): _header_value(v)
+                    for k, v in (event.properties or {}).items()
+                },
+                source=self.name,
+                position=f"{prefix}{event.offset}",
+            )
+            for event in events
+        ]
+        ack = self._ack_fn(context.partition_id, state.generation, ordinal)
+        await self._queue.put(SourceBatch(messages=messages, ack=ack, source=self.name))
+
+    # -- acks -----------------------------------------------------------------------------------------------
+    def _ack_fn(self, partition_id: str, generation: int, ordinal: int) -> Any:
+        async def ack() -> None:
+            await self._ack(partition_id, generation, ordinal)
+
+        return ack
+
+    async def _ack(self, partition_id: str, generation: int, ordinal: int) -> None:
+        state = self._partitions.get(partition_id)
+        if state is None or state.generation != generation:
+            log.debug(
+                "eventhubs.ack_dropped", source=self.name, partition=partition_id, reason="partition lost"
+            )
+            return
+        state.acked.add(ordinal)
+        while state.contiguous + 1 in state.acked:
+            state.contiguous += 1
+            state.acked.discard(state.contiguous)
+            state.to_checkpoint = state.last_events.pop(state.contiguous)
+        if state.to_checkpoint is None:
+            return
+        # One writer per partition, so an earlier position never overwrites a later one.
+        async with state.lock:
+            event = state.to_checkpoint
+            if event is None or event.sequence_number <= state.written_sequence:
+                return
+            if self._partitions.get(partition_id) is not state:
+                return
+            try:
+                await state.context.update_checkpoint(event)
+            except Exception as exc:  # the position stays pending; the next ack of the partition retries it
+                log.warning(
+                    "eventhubs.checkpoint_failed", source=self.name, partition=partition_id, error=repr(exc)
+                )
+                return
+            state.written_sequence = event.sequence_number
+            if state.to_checkpoint is event:
+                state.to_checkpoint = None

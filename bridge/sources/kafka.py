@@ -1,0 +1,341 @@
+"""Kafka source: a consumer group yielding one ``SourceBatch`` per poll, committing only acked prefixes.
+
+Each ``getmany()`` poll becomes one batch (it may span partitions). A batch's ``ack`` marks its offset span
+of every partition done; ``OffsetTracker`` keeps, per partition, the spans in fetch order and only a
+contiguous prefix of done spans advances the commit (batches acked out of order never move the commit past
+an unacked one). Commits are coalesced by a background task: acks only mark and signal, the task commits
+everything ready in one request, then waits for more. On rebalance the revoked partitions' contiguous-done
+offsets are committed and their pending state dropped; a late ack for a revoked partition is ignored (its
+records are redelivered to the new owner: at least once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import ConsumerStoppedError
+from pydantic import Field
+
+from bridge.kafka_common import KafkaClientSettings
+from bridge.model import RawMessage, SourceBatch
+
+log = structlog.get_logger(__name__)
+
+
+class KafkaSourceConfig(KafkaClientSettings):
+    """Configuration of the Kafka source (connection/security fields come from ``KafkaClientSettings``)."""
+
+    type: Literal["kafka"] = "kafka"
+    name: str = "kafka"
+    topics: list[str] = Field(default_factory=lambda: ["ml.events.raw"], min_length=1)
+    group_id: str = "ml-event-bridge"
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    max_batch_size: int = Field(1000, ge=1)
+    fetch_max_wait_ms: int = Field(500, ge=0)
+    fetch_max_bytes: int = Field(50 * 1024 * 1024, ge=1)
+    max_partition_fetch_bytes: int = Field(1024 * 1024, ge=1)
+    poll_timeout_ms: int = Field(1000, ge=1)
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 3_000
+    max_poll_interval_ms: int = 300_000
+    commit_interval_ms: int = Field(0, ge=0)
+    """Coalescing window before a commit; 0 = commit at once (acks during a commit join the next one)."""
+
+
+@dataclass(slots=True, eq=False)
+class _Span:
+    """The offsets one batch holds on one partition: up to (excluding) ``end``."""
+
+    end: int
+    done: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class _PartitionState:
+    tp: TopicPartition
+    spans: deque[_Span] = field(default_factory=deque)
+    revoked: bool = False
+
+    def advance(self) -> int | None:
+        """Pop the leading done spans; return the new commit offset if it moved."""
+        commit: int | None = None
+        while self.spans and self.spans[0].done:
+            commit = self.spans.popleft().end
+        return commit
+
+
+class OffsetTracker:
+    """Per-partition bookkeeping of fetched spans; yields commit offsets for contiguous done prefixes."""
+
+    def __init__(self) -> None:
+        self._parts: dict[TopicPartition, _PartitionState] = {}
+        self._ready: dict[TopicPartition, int] = {}
+
+    def track(self, tp: TopicPartition, end: int) -> tuple[_PartitionState, _Span]:
+        """Register a fetched span of ``tp`` ending before ``end`` (fetch order = commit order)."""
+        state = self._parts.get(tp)
+        if state is None:
+            state = self._parts[tp] = _PartitionState(tp)
+        span = _Span(end)
+        state.spans.append(span)
+        return state, span
+
+    def mark_done(self, spans: Iterable[tuple[_PartitionState, _Span]]) -> bool:
+        """Mark spans done; True if some partition's commit offset moved."""
+        moved = False
+        for state, span in spans:
+            if state.revoked:
+                continue
+            span.done = True
+            offset = state.advance()
+            if offset is not None:
+                self._ready[state.tp] = offset
+                moved = True
+        return moved
+
+    def take_ready(self) -> dict[TopicPartition, int]:
+        ready, self._ready = self._ready, {}
+        return ready
+
+    def restore(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Put back offsets whose commit failed, unless superseded or revoked meanwhile."""
+        for tp, offset in offsets.items():
+            if tp in self._parts and tp not in self._ready:
+                self._ready[tp] = offset
+
+    def revoke(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        """Drop the state of ``tps``; return their ready (contiguous-done) commit offsets."""
+        ready: dict[TopicPartition, int] = {}
+        for tp in tps:
+            state = self._parts.pop(tp, None)
+            if state is not None:
+                state.revoked = True
+            if tp in self._ready:
+                ready[tp] = self._ready.pop(tp)
+        return ready
+
+    def pending(self, tp: TopicPartition) -> int:
+        """How many fetched spans of ``tp`` are not yet released (acked and contiguous)."""
+        state = self._parts.get(tp)
+        return len(state.spans) if state is not None else 0
+
+    @property
+    def partitions(self) -> list[TopicPartition]:
+        return list(self._parts)
+
+    @property
+    def has_ready(self) -> bool:
+        return bool(self._ready)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, source: KafkaSource) -> None:
+        self._source = source
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        await self._source._on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        log.info("kafka.partitions_assigned", source=self._source.name, partitions=_tps(assigned))
+
+
+def _tps(tps: Iterable[TopicPartition]) -> list[str]:
+    return sorted(f"{tp.topic}/{tp.partition}" for tp in tps)
+
+
+def _headers(raw: Sequence[tuple[str, bytes | None]] | None) -> dict[str, bytes]:
+    if not raw:
+        return {}
+    return {key: value if value is not None else b"" for key, value in raw}
+
+
+class KafkaSource:
+    """Consumer-group Kafka source; see the module docstring for the commit discipline."""
+
+    def __init__(self, config: KafkaSourceConfig, **client_overrides: Any) -> None:
+        self.config = config
+        self.name = config.name
+        self._client_overrides = client_overrides
+        self._consumer: AIOKafkaConsumer | None = None
+        self._tracker = OffsetTracker()
+        self._commit_wanted = asyncio.Event()
+        self._commit_lock = asyncio.Lock()
+        self._commit_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.committed: dict[TopicPartition, int] = {}
+        """Last offsets this source committed successfully (for metrics and tests)."""
+        self._fetched: dict[TopicPartition, int] = {}  # next offset to fetch, per partition (for lag)
+
+    @property
+    def ready(self) -> bool:
+        return self._consumer is not None and not self._stopping
+
+    @property
+    def consumer(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            raise RuntimeError(f"Kafka source {self.name} is not started")
+        return self._consumer
+
+    def lag(self) -> dict[str, int]:
+        """Messages between what this source fetched and the partition's high watermark, per partition
+        (from the broker's last fetch response; partitions not fetched yet are omitted)."""
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        out: dict[str, int] = {}
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            pos = self._fetched.get(tp)
+            if high is not None and pos is not None:
+                out[f"{tp.topic}/{tp.partition}"] = max(0, high - pos)
+        return out
+
+    async def start(self) -> None:
+        cfg = self.config
+        kwargs = cfg.client_kwargs()
+        kwargs.update(
+            group_id=cfg.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=cfg.auto_offset_reset,
+            max_poll_records=cfg.max_batch_size,
+            fetch_max_wait_ms=cfg.fetch_max_wait_ms,
+            fetch_max_bytes=cfg.fetch_max_bytes,
+            max_partition_fetch_bytes=cfg.max_partition_fetch_bytes,
+            session_timeout_ms=cfg.session_timeout_ms,
+            heartbeat_interval_ms=cfg.heartbeat_interval_ms,
+            max_poll_interval_ms=cfg.max_poll_interval_ms,
+        )
+        kwargs.update(self._client_overrides)
+        self._tracker = OffsetTracker()
+        consumer = AIOKafkaConsumer(**kwargs)
+        consumer.subscribe(topics=list(cfg.topics), listener=_Rebalance(self))
+        try:
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()  # release its connections before the caller retries
+            raise
+        self._consumer = consumer
+        self._stopping = False
+        self._commit_task = asyncio.create_task(self._commit_loop(), name=f"kafka-commit-{self.name}")
+        log.info("kafka.source_started", source=self.name, topics=cfg.topics, group=cfg.group_id)
+
+    async def batches(self) -> AsyncGenerator[SourceBatch, None]:
+        consumer = self.consumer
+        timeout = self.config.poll_timeout_ms
+        limit = self.config.max_batch_size
+        while not self._stopping:
+            try:
+                fetched = await consumer.getmany(timeout_ms=timeout, max_records=limit)
+            except ConsumerStoppedError:
+                return
+            if fetched:
+                yield self._make_batch(fetched)
+
+    def _make_batch(self, fetched: Mapping[TopicPartition, Sequence[Any]]) -> SourceBatch:
+        messages: list[RawMessage] = []
+        spans: list[tuple[_PartitionState, _Span]] = []
+        name = self.name
+        tracker = self._tracker  # a restart gets a new tracker; acks of older batches stay with this one
+        for tp, records in fetched.items():
+            if not records:
+                continue
+            spans.append(tracker.track(tp, records[-1].offset + 1))
+            self._fetched[tp] = records[-1].offset + 1
+            prefix = f"{tp.topic}/{tp.partition}@"
+            messages.extend(
+                RawMessage(
+                    body=record.value if record.value is not None else b"",
+                    headers=_headers(record.headers),
+                    source=name,
+                    position=f"{prefix}{record.offset}",
+                )
+                for record in records
+            )
+        acked = False
+
+        async def ack() -> None:
+            nonlocal acked
+            if acked:
+                log.warning("kafka.double_ack_ignored", source=name)
+                return
+            acked = True
+            if tracker.mark_done(spans) and tracker is self._tracker:
+                self._commit_wanted.set()
+
+        return SourceBatch(messages=messages, ack=ack, source=name)
+
+    async def _commit_loop(self) -> None:
+        interval = self.config.commit_interval_ms / 1000
+        while True:
+            await self._commit_wanted.wait()
+            if interval:
+                await asyncio.sleep(interval)  # coalescing window: acks arriving meanwhile join this commit
+            self._commit_wanted.clear()
+            if not await self.commit_ready():
+                await asyncio.sleep(0.5)  # failed: back off, then retry what was restored
+                self._commit_wanted.set()
+
+    async def commit_ready(self) -> bool:
+        """Commit every contiguous-done offset now; False if the commit failed (offsets kept for retry)."""
+        async with self._commit_lock:
+            offsets = self._tracker.take_ready()
+            if not offsets or self._consumer is None:
+                return True
+            assigned = self._consumer.assignment()
+            offsets = {tp: off for tp, off in offsets.items() if tp in assigned}
+            if not offsets:
+                return True
+            try:
+                await self._consumer.commit(offsets)
+            except asyncio.CancelledError:
+                self._tracker.restore(offsets)
+                raise
+            except Exception as exc:  # KafkaError, or a consumer closing under us: keep offsets, retry
+                self._tracker.restore(offsets)
+                log.warning("kafka.commit_failed", source=self.name, error=repr(exc), offsets=_fmt(offsets))
+                return False
+            self.committed.update(offsets)
+            log.debug("kafka.committed", source=self.name, offsets=_fmt(offsets))
+            return True
+
+    async def _on_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        async with self._commit_lock:
+            offsets = self._tracker.revoke(revoked)
+            if offsets and self._consumer is not None:
+                try:
+                    await self._consumer.commit(offsets)
+                    self.committed.update(offsets)
+                except Exception as exc:
+                    log.warning("kafka.revoke_commit_failed", source=self.name, error=repr(exc))
+        log.info(
+            "kafka.partitions_revoked", source=self.name, partitions=_tps(revoked), committed=_fmt(offsets)
+        )
+
+    async def stop(self) -> None:
+        """Stop polling, commit whatever is contiguous-done, leave the group."""
+        self._stopping = True
+        if self._commit_task is not None:
+            self._commit_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._commit_task
+            self._commit_task = None
+        if self._consumer is not None:
+            try:
+                await self.commit_ready()
+            finally:
+                consumer, self._consumer = self._consumer, None
+                self._tracker.revoke(list(self._tracker.partitions))  # later acks of this run: ignored
+                await consumer.stop()
+        log.info("kafka.source_stopped", source=self.name)
+
+
+def _fmt(offsets: Mapping[TopicPartition, int]) -> dict[str, int]:
+    return {f"{tp.topic}/{tp.partition}": off for tp, off in offsets.items()}

@@ -1,0 +1,113 @@
+"""An in-memory source and a capturing sink, for tests of routes and of the pipeline itself."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Sequence
+
+import orjson
+
+from bridge.model import DeadLetter, Delivery, RawMessage, Routed, SourceBatch
+
+
+class InMemorySource:
+    """Yields the given message bodies in batches and records which batches were acked (and how often)."""
+
+    def __init__(
+        self,
+        bodies: Iterable[bytes | str | dict[str, object]] = (),
+        batch_size: int = 100,
+        name: str = "memory",
+    ) -> None:
+        self.name = name
+        self.batch_size = batch_size
+        self._queue: asyncio.Queue[RawMessage | None] = asyncio.Queue()
+        self.acks: list[int] = []  # batch numbers, in ack order
+        self.ack_counts: dict[int, int] = {}
+        self.batches_yielded = 0
+        self._n = 0
+        self.ready = False
+        for b in bodies:
+            self.put(b)
+
+    def put(self, body: bytes | str | dict[str, object], headers: dict[str, bytes] | None = None) -> None:
+        if isinstance(body, dict):
+            raw = orjson.dumps(body)
+        elif isinstance(body, str):
+            raw = body.encode()
+        else:
+            raw = body
+        self._n += 1
+        self._queue.put_nowait(RawMessage(raw, headers or {}, self.name, f"{self.name}@{self._n}"))
+
+    def close_input(self) -> None:
+        """End the stream after what was put so far."""
+        self._queue.put_nowait(None)
+
+    async def start(self) -> None:
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+
+    async def batches(self) -> AsyncIterator[SourceBatch]:
+        done = False
+        while not done:
+            first = await self._queue.get()
+            if first is None:
+                return
+            msgs = [first]
+            while len(msgs) < self.batch_size and not self._queue.empty():
+                nxt = self._queue.get_nowait()
+                if nxt is None:
+                    done = True
+                    break
+                msgs.append(nxt)
+            number = self.batches_yielded
+            self.batches_yielded += 1
+            yield SourceBatch(msgs, self._acker(number), self.name)
+
+    def _acker(self, number: int):  # type: ignore[no-untyped-def]
+        async def ack() -> None:
+            self.ack_counts[number] = self.ack_counts.get(number, 0) + 1
+            self.acks.append(number)
+
+        return ack
+
+    @property
+    def all_acked_once(self) -> bool:
+        return len(self.ack_counts) == self.batches_yielded and all(c == 1 for c in self.ack_counts.values())
+
+
+class CapturingSink:
+    """Keeps every delivery it is given; can be told to fail the next N publish calls."""
+
+    def __init__(self) -> None:
+        self.deliveries: list[Delivery] = []
+        self.publish_calls = 0
+        self.fail_next = 0
+        self.started = False
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def stop(self) -> None:
+        self.started = False
+
+    async def publish(self, deliveries: Sequence[Delivery]) -> None:
+        self.publish_calls += 1
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            raise ConnectionError("injected publish failure")
+        self.deliveries.extend(deliveries)
+
+    @property
+    def routed(self) -> list[Routed]:
+        return [d for d in self.deliveries if isinstance(d, Routed)]
+
+    @property
+    def dead(self) -> list[DeadLetter]:
+        return [d for d in self.deliveries if isinstance(d, DeadLetter)]
+
+    def topic(self, name: str) -> list[Routed]:
+        return [d for d in self.routed if d.topic == name]

@@ -1,0 +1,103 @@
+"""Drive ``bridge run`` as a subprocess (for end-to-end tests, crash tests, the local stack and the bench)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bridge.testing.servers import free_port
+
+
+class BridgeProcess:
+    """``bridge run --config`` on a config dict written to ``workdir``; HTTP on a free port."""
+
+    def __init__(self, config: dict[str, Any], workdir: Path, name: str = "bridge") -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        cfg = dict(config)
+        cfg["http"] = {"host": "127.0.0.1", "port": self.port}
+        self.config_path = self.workdir / f"{name}.yaml"
+        self.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        self.log_path = self.workdir / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> BridgeProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bridge.cli", "run", "--config", str(self.config_path)],
+            stdout=log,
+            stderr=log,
+        )
+        return self
+
+    def get(self, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=timeout) as r:
+                return int(r.status), bytes(r.read())
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), bytes(exc.read())
+
+    def wait_http(self, path: str = "/healthz", status: int = 200, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"bridge exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                code, _ = self.get(path)
+                if code == status:
+                    return
+                last = code
+            except OSError as exc:
+                last = exc
+            time.sleep(0.2)
+        raise TimeoutError(f"{path} did not answer {status} (last: {last}):\n{self.log_tail()}")
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        self.wait_http("/readyz", 200, timeout)
+
+    def metrics(self) -> dict[str, float]:
+        """Every ``bridge_*`` sample of /metrics, keyed by the sample name with its labels."""
+        _, body = self.get("/metrics", timeout=5)
+        out: dict[str, float] = {}
+        for line in body.decode().splitlines():
+            if line.startswith("bridge_"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
+
+    def metric_sum(self, prefix: str) -> float:
+        return sum(v for k, v in self.metrics().items() if k == prefix or k.startswith(prefix + "{"))
+
+    def terminate(self, timeout: float = 60.0) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def __enter__(self) -> BridgeProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)

@@ -1,0 +1,82 @@
+"""Smoke run of the benchmark (bench/): every phase on the session tansu broker with a tiny input.
+
+No timing assertions: these tests prove the benchmark code runs end to end and that its figures are
+consistent with its input (counts of records, duplicates, dead letters, memory fill sizes).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import orjson
+
+from bench.data import generate
+from bench.report import render_table
+from bench.run import build_parser, run, write_results
+from bridge.model import RawMessage
+from bridge.normalize import normalize_all
+from bridge.testing.servers import Tansu
+
+
+def test_generate_makes_the_requested_mix(shared_dir: Path) -> None:
+    """The generator yields the asked number of records with the asked duplicates, malformed and subjects."""
+    ds = generate(2000, subjects=100, corpus=shared_dir / "corpus")
+    assert len(ds.records) == 2000
+    assert ds.duplicates == 100 and ds.malformed == 2 and ds.subjects == 100
+    assert ds.out_of_order == round(ds.unique * 0.10)
+    ids = Counter(i for i in ds.ids if i is not None)
+    assert sum(n - 1 for n in ids.values()) == ds.duplicates
+    assert sum(1 for i in ds.ids if i is None) == ds.malformed
+    subjects: set[tuple[str, str]] = set()
+    failed = 0
+    for _, body in ds.records:
+        events, errors = normalize_all(RawMessage(body))
+        failed += bool(errors)
+        subjects.update((ev.source, ev.subject) for ev in events)
+    assert failed == ds.malformed
+    assert len(subjects) == ds.subjects
+    assert 900 < ds.summary()["mean_bytes"] < 1300
+
+
+async def test_bench_smoke_run(tansu: Tansu, tmp_path: Path) -> None:
+    """A tiny full benchmark run produces every figure, consistent with the input it generated."""
+    prefix = f"smoke-{uuid.uuid4().hex[:8]}"
+    args = build_parser().parse_args([
+        "--events", "3000", "--subjects", "300", "--latency-rate", "1500", "--latency-seconds", "1",
+        "--dedup-ids", "20000", "--reorder-subjects", "500", "--reorder-events", "1000",
+        "--repeat", "1", "--prefix", prefix, "--workdir", str(tmp_path),
+    ])
+    results = await run(args, kafka=tansu)
+
+    data = results["data"]
+    assert data["records"] == 3000 and data["duplicates"] == 150 and data["malformed"] == 3
+    assert results["baseline"]["output_records"] == 3000
+    assert results["baseline"]["rate"] > 0
+
+    bridge = results["bridge"]
+    counters = bridge["counters"]
+    assert bridge["exit_code"] == 0
+    assert counters["messages_in"] == 3000
+    assert counters["duplicates_dropped"] == 150
+    assert counters["deadlettered"] == 3
+    outputs = bridge["output_records"]
+    assert outputs[f"{prefix}.deadletter.0"] == 3
+    assert outputs[f"{prefix}.jobs.0"] + outputs[f"{prefix}.models.0"] == counters["events_out"]
+    assert bridge["gcstats"]["process_seconds"] > 0
+    assert bridge["rate"] > 0 and bridge["peak_rss_mb"] > 0
+    assert results["ratio"] > 0
+
+    assert results["latency"]["measured_output_records"] > 0
+    assert results["latency"]["added_ms"]["p99"] >= results["latency"]["added_ms"]["p50"]
+    assert results["latency_baseline"]["measured_output_records"] > 0
+
+    memory = results["memory"]
+    assert memory["dedup"]["ids"] == 20000
+    assert memory["reorder"]["events"] == 1000 and memory["reorder"]["subjects"] == 500
+
+    table = render_table(results)
+    assert "bridge: full pipeline" in table and "dedup window of 20,000 ids" in table
+    saved = orjson.loads(write_results(results, args).read_bytes())
+    assert saved["bridge"]["counters"]["messages_in"] == 3000

@@ -1,0 +1,449 @@
+"""Event Hubs source against the real azure-eventhub SDK, the AMQP test server, and checkpoints in Azurite."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import sys
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from azure.eventhub import EventData
+from azure.eventhub.aio import EventHubProducerClient
+from azure.eventhub.extensions.checkpointstoreblobaio import BlobCheckpointStore
+from pydantic import ValidationError
+
+from bridge.model import SourceBatch
+from bridge.sources.eventhubs import EventHubsSource, EventHubsSourceConfig, parse_starting_position
+from bridge.testing.eventhubs_server import EventHubsServer
+
+TIMEOUT = 20.0
+
+
+async def produce(conn: str, bodies: list[bytes], partition_id: str = "0", **properties: str) -> None:
+    """Send bodies as one batch to a partition through the SDK producer."""
+    async with EventHubProducerClient.from_connection_string(conn) as producer:
+        batch = await producer.create_batch(partition_id=partition_id)
+        for body in bodies:
+            event = EventData(body)
+            event.properties = dict(properties)
+            batch.add(event)
+        await producer.send_batch(batch)
+
+
+def make_source(conn: str, storage: str | None, container: str | None, **overrides: Any) -> EventHubsSource:
+    """An EventHubsSource with fast test timings."""
+    raw: dict[str, Any] = {
+        "type": "eventhubs",
+        "name": "eh",
+        "connection_string": conn,
+        "max_wait_time": 0.2,
+        "load_balancing_interval": 1.0,
+    }
+    if storage is not None:
+        raw["checkpoint_store"] = {"connection_string": storage, "container": container}
+    raw.update(overrides)
+    return EventHubsSource(EventHubsSourceConfig.model_validate(raw))
+
+
+async def take(batches: AsyncIterator[SourceBatch], count: int, limit: float = TIMEOUT) -> list[SourceBatch]:
+    """Read batches until they hold ``count`` messages in total."""
+    out: list[SourceBatch] = []
+    total = 0
+
+    async def run() -> None:
+        nonlocal total
+        while total < count:
+            batch = await anext(batches)
+            out.append(batch)
+            total += len(batch.messages)
+
+    await asyncio.wait_for(run(), limit)
+    return out
+
+
+async def checkpoints(storage: str, container: str, source: EventHubsSource) -> dict[str, dict[str, Any]]:
+    """Checkpoints of the source's hub and consumer group, read through the checkpoint store API."""
+    async with BlobCheckpointStore.from_connection_string(storage, container) as store:
+        found = await store.list_checkpoints(
+            source.fully_qualified_namespace, source.eventhub_name, "$Default"
+        )
+    return {c["partition_id"]: c for c in found}
+
+
+async def wait_for(predicate: Callable[[], bool], limit: float = TIMEOUT) -> None:
+    """Poll until the predicate holds."""
+    deadline = asyncio.get_running_loop().time() + limit
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def hub_conn(
+    eventhub: Callable[..., str], eventhubs_server: EventHubsServer
+) -> Callable[[int], tuple[str, str]]:
+    """Factory: a fresh hub with N partitions and its connection string."""
+
+    def create(partitions: int = 1) -> tuple[str, str]:
+        name = eventhub(partitions)
+        return name, eventhubs_server.connection_string(name)
+
+    return create
+
+
+async def test_yields_batches_with_positions_headers_and_bodies(
+    hub_conn: Callable[[int], tuple[str, str]],
+    eventhubs_server: EventHubsServer,
+    azurite_connection_string: str,
+    checkpoint_container: Callable[[], str],
+) -> None:
+    """Produced events come out in order, in bounded batches, with hub/partition@offset positions, headers."""
+    hub, conn = hub_conn(1)
+    await produce(conn, [f"e{i}".encode() for i in range(5)], kind="ml")
+    source = make_source(conn, azurite_connection_string, checkpoint_container(), max_batch_size=2)
+    await source.start()
+    try:
+        assert source.ready
+        batches = await take(source.batches(), 5)
+    finally:
+        await source.stop()
+    messages = [m for b in batches for m in b.messages]
+    stored = eventhubs_server.events(hub, "0")
+    assert [m.body for m in messages] == [b"e0", b"e1", b"e2", b"e3", b"e4"]
+    assert [m.position for m in messages] == [f"{hub}/0@{e.offset}" for e in stored]
+    assert all(m.headers == {"kind": b"ml"} and m.source == "eh" for m in messages)
+    assert all(1 <= len(b.messages) <= 2 and b.ack is not None and b.source == "eh" for b in batches)
+    assert not source.ready
+
+
+async def test_out_of_order_acks_checkpoint_only_the_contiguous_prefix(
+    hub_conn: Callable[[int], tuple[str, str]],
+    eventhubs_server: EventHubsServer,
+    azurite_connection_string: str,
+    checkpoint_container: Callable[[], str],
+) -> None:
+    """The checkpoint moves to the last event of the highest contiguous acked batch, never past a gap."""
+    hub, conn = hub_conn(1)
+    container = checkpoint_container()
+    await produce(conn, [f"e{i}".encode() for i in range(6)])
+    source = make_source(conn, azurite_connection_string, container, max_batch_size=2)
+    await source.start()
+    try:
+        batches = await take(source.batches(), 6)
+        assert len(batches) >= 3
+        stored = {f"{hub}/0@{e.offset}": e for e in eventhubs_server.events(hub, "0")}
+
+        def last(i: int) -> Any:
+            return stored[batches[i].messages[-1].position]
+
+        assert batches[2].ack is not None and batches[0].ack is not None and batches[1].ack is not None
+        await batches[2].ack()
+        assert await checkpoints(azurite_connection_string, container, source) == {}
+        await batches[0].ack()
+        cp = (await checkpoints(azurite_connection_string, container, source))["0"]
+        assert (cp["sequence_number"], str(cp["offset"])) == (last(0).sequence_number, str(last(0).offset))
+        await batches[1].ack()
+        cp = (await checkpoints(azurite_connection_string, container, source))["0"]
+        assert (cp["sequence_number"], str(cp["offset"])) == (last(2).sequence_number, str(last(2).offset))
+    finally:
+        await source.stop()
+
+
+async def test_restart_resumes_after_checkpoint_without_loss(
+    hub_conn: Callable[[int], tuple[str, str]],
+    azurite_connection_string: str,
+    checkpoint_container: Callable[[], str],
+) -> None:
+    """A new source on the same checkpoint store starts right after the checkpoint: unacked events return."""
+    _hub, conn = hub_conn(1)
+    container = checkpoint_container()
+    bodies = [f"e{i}".encode() for i in range(6)]
+    await produce(conn, bodies)
+    first = make_source(conn, azurite_connection_string, container, max_batch_size=2)
+    await first.start()
+    try:
+        batches = await take(first.batches(), 6)
+        acked = batches[0].messages
+        assert batches[0].ack is not None and batches[2].ack is not None
+        await batches[0].ack()
+        await batches[2].ack()  # not contiguous: must not be released
+    finally:
+        await first.stop()
+    await produce(conn, [b"late"])
+    second = make_source(conn, azurite_connection_string, container, max_batch_size=10)
+    await second.start()
+    try:
+        expected = [*bodies[len(acked) :], b"late"]
+        again = await take(second.batches(), len(expected))
+    finally:
+        await second.stop()
+    assert [m.body for b in again for m in b.messages] == expected
+
+
+async def test_starting_position_latest_skips_history(
+    hub_conn: Callable[[int], tuple[str, str]],
+    eventhubs_server: EventHubsServer,
+    azurite_connection_string: str,
+    checkpoint_container: Callable[[], str],
+) -> None:
+    """With starting_position latest and no checkpoint, only events sent after the receiver attached come."""
+    hub, conn = hub_conn(1)
+    await produce(conn, [b"old1", b"old2"])
+    source = make_source(conn, azurite_connection_string, checkpoint_container(), starting_position="latest")
+    await source.start()
+    try:
+        await wait_for(lambda: eventhubs_server.receivers(hub).get("0", 0) == 1)
+        await produce(conn, [b"new1", b"new2"])
+        batches = await take(source.batches(), 2)
+    finally:
+        await source.stop()
+    assert [m.body for b in batches for m in b.messages] == [b"new1", b"new2"]
+
+
+async def test_starting_position_earliest_reads_history_without_checkpoint_store(
+    hub_conn: Callable[[int], tuple[str, str]],
+) -> None:
+    """The default starting position reads a partition from the beginning, also with in-memory checkpoints."""
+    _hub, conn = hub_conn(1)
+    await produce(conn, [b"a", b"b", b"c"])
+    source = make_source(conn, None, None)
+    await source.start()
+    try:
+        batches = await take(source.batches(), 3)
+        assert batches[-1].ack is not None
+        await batches[-1].ack()  # in-memory checkpoint: must not fail
+    finally:
+        await source.stop()
+    assert [m.body for b in batches for m in b.messages] == [b"a", b"b", b"c"]
+
+
+async def test_starting_position_offset_and_time(
+    hub_conn: Callable[[int], tuple[str, str]], eventhubs_server: EventHubsServer
+) -> None:
+    """An offset starting position is exclusive; an ISO time one starts at events enqueued after it."""
+    hub, conn = hub_conn(1)
+    await produce(conn, [b"a", b"b"])
+    await asyncio.sleep(0.05)
+    since = dt.datetime.now(dt.UTC)
+    await asyncio.sleep(0.05)
+    await produce(conn, [b"c", b"d"])
+    first_offset = str(eventhubs_server.events(hub, "0")[0].offset)
+    for position, expected in ((first_offset, [b"b", b"c", b"d"]), (since.isoformat(), [b"c", b"d"])):
+        source = make_source(conn, None, None, starting_position=position)
+        await source.start()
+        try:
+            batches = await take(source.batches(), len(expected))
+        finally:
+            await source.stop()
+        assert [m.body for b in batches for m in b.messages] == expected
+
+
+async def test_two_partitions_are_both_consumed_in_partition_order(
+    hub_conn: Callable[[int], tuple[str, str]],
+    azurite_connection_string: str,
+    checkpoint_container: Callable[[], str],
+) -> None:
+    """Every partition of the hub is read, each in its own order, and each gets its own checkpoint."""
+    hub, conn = hub_conn(2)
+    container = checkpoint_container()
+    await produce(conn, [b"p0-a", b"p0-b", b"p0-c"], partition_id="0")
+    await produce(conn, [b"p1-a", b"p1-b"], partition_id="1")
+    source = make_source(conn, azurite_connection_string, container)
+    await source.start()
+    try:
+        batches = await take(source.batches(), 5)
+        for batch in batches:
+            assert batch.ack is not None
+            await batch.ack()
+        cps = await checkpoints(azurite_connection_string, container, source)
+    finally:
+        await source.stop()
+    by_partition: dict[str, list[bytes]] = {}
+    for message in (m for b in batches for m in b.messages):
+        by_partition.setdefault(message.position.split("@")[0], []).append(message.body)
+    assert by_partition == {f"{hub}/0": [b"p0-a", b"p0-b", b"p0-c"], f"{hub}/1": [b"p1-a", b"p1-b"]}
+    assert {p: c["sequence_number"] for p, c in cps.items()} == {"0": 2, "1": 1}
+
+
+async def test_two_replicas_share_partitions_through_ownership(
+    hub_conn: Callable[[int], tuple[str, str]],
+    eventhubs_server: EventHubsServer,
+    azurite_connection_string: str,
+    checkpoint_container: Callable[[], str],
+) -> None:
+    """Two sources on one checkpoint container end up owning one partition each and together read all."""
+    hub, conn = hub_conn(2)
+    container = checkpoint_container()
+    first = make_source(conn, azurite_connection_string, container)
+    second = make_source(conn, azurite_connection_string, container)
+    await first.start()
+    await second.start()
+    try:
+        await wait_for(
+            lambda: (
+                len(first.owned_partitions) == 1
+                and len(second.owned_partitions) == 1
+                and eventhubs_server.receivers(hub) == {"0": 1, "1": 1}
+            ),
+            limit=45,
+        )
+        await produce(conn, [b"x0"], partition_id="0")
+        await produce(conn, [b"x1"], partition_id="1")
+        got_first = await take(first.batches(), 1)
+        got_second = await take(second.batches(), 1)
+    finally:
+        await first.stop()
+        await second.stop()
+    bodies = {m.body for b in [*got_first, *got_second] for m in b.messages}
+    assert bodies == {b"x0", b"x1"}
+    assert first.owned_partitions == [] and second.owned_partitions == []
+
+
+def test_config_requires_a_hub_name_and_a_valid_starting_position() -> None:
+    """The config rejects a connection string without EntityPath and no eventhub_name, and bad positions."""
+    base = {
+        "type": "eventhubs",
+        "connection_string": "Endpoint=sb://h/;SharedAccessKeyName=k;SharedAccessKey=v",
+    }
+    with pytest.raises(ValidationError, match="eventhub_name"):
+        EventHubsSourceConfig.model_validate(base)
+    with pytest.raises(ValidationError, match="starting_position"):
+        EventHubsSourceConfig.model_validate({**base, "eventhub_name": "h", "starting_position": "soon"})
+    cfg = EventHubsSourceConfig.model_validate({**base, "eventhub_name": "h"})
+    assert (cfg.consumer_group, cfg.max_batch_size, cfg.starting_position) == ("$Default", 500, "earliest")
+    assert parse_starting_position("latest") == "@latest"
+    assert parse_starting_position("2024-01-02T03:04:05Z") == dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+
+
+async def test_partition_moved_to_another_replica_drops_pending_acks(
+    hub_conn: Callable[[int], tuple[str, str]],
+    eventhubs_server: EventHubsServer,
+    azurite_connection_string: str,
+    checkpoint_container: Callable[[], str],
+) -> None:
+    """Acks for a partition whose ownership moved are dropped, and the new owner gets its events again."""
+    hub, conn = hub_conn(2)
+    container = checkpoint_container()
+    await produce(conn, [b"a0"], partition_id="0")
+    await produce(conn, [b"a1"], partition_id="1")
+    first = make_source(conn, azurite_connection_string, container)
+    second = make_source(conn, azurite_connection_string, container)
+    await first.start()
+    try:
+        pending = await take(first.batches(), 2)
+        assert first.owned_partitions == ["0", "1"]
+        await second.start()
+        await wait_for(
+            lambda: (
+                len(first.owned_partitions) == 1
+                and len(second.owned_partitions) == 1
+                and eventhubs_server.receivers(hub) == {"0": 1, "1": 1}
+            ),
+            limit=45,
+        )
+        kept, lost = first.owned_partitions[0], second.owned_partitions[0]
+        for batch in pending:
+            assert batch.ack is not None
+            await batch.ack()
+        cps = await checkpoints(azurite_connection_string, container, first)
+        redelivered = await take(second.batches(), 1)
+    finally:
+        await first.stop()
+        await second.stop()
+    assert set(cps) == {kept}
+    assert [m.body for b in redelivered for m in b.messages] == [f"a{lost}".encode()]
+
+
+async def test_bounded_buffer_applies_backpressure_without_loss_and_batches_end_on_stop(
+    hub_conn: Callable[[int], tuple[str, str]],
+) -> None:
+    """A slow consumer leaves at most queue_batches batches buffered, still gets every event; stop ends it."""
+    _hub, conn = hub_conn(1)
+    bodies = [f"e{i}".encode() for i in range(12)]
+    await produce(conn, bodies)
+    source = make_source(conn, None, None, max_batch_size=1, queue_batches=2)
+    await source.start()
+    try:
+        await wait_for(lambda: source.buffered_batches == 2)
+        await asyncio.sleep(1.0)  # the SDK keeps delivering if nothing pushes back
+        assert source.buffered_batches == 2
+        batches = await take(source.batches(), len(bodies))
+    finally:
+        await source.stop()
+    assert [m.body for b in batches for m in b.messages] == bodies
+    leftovers = await asyncio.wait_for(_drain(source), 5)
+    assert leftovers == []
+
+
+async def _drain(source: EventHubsSource) -> list[SourceBatch]:
+    """Everything batches() still yields (it must end once the source is stopped)."""
+    return [batch async for batch in source.batches()]
+
+
+_CRASHING_SOURCE = """
+import asyncio, sys
+from bridge.sources.eventhubs import EventHubsSource, EventHubsSourceConfig
+
+async def main():
+    conn, storage, container = sys.argv[1:4]
+    source = EventHubsSource(EventHubsSourceConfig.model_validate({
+        "type": "eventhubs", "connection_string": conn, "max_batch_size": 2, "max_wait_time": 0.2,
+        "load_balancing_interval": 1.0, "partition_ownership_expiration_interval": 3.0,
+        "checkpoint_store": {"connection_string": storage, "container": container},
+    }))
+    await source.start()
+    seen = []
+    async for batch in source.batches():
+        seen.append(batch)
+        if sum(len(b.messages) for b in seen) >= 6:
+            break
+    await seen[0].ack()
+    print("ACKED", len(seen[0].messages), flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+async def test_kill_9_after_a_checkpoint_loses_nothing(
+    hub_conn: Callable[[int], tuple[str, str]],
+    azurite_connection_string: str,
+    checkpoint_container: Callable[[], str],
+) -> None:
+    """A source process killed with SIGKILL is replaced by one resuming at its checkpoint, losing nothing."""
+    _hub, conn = hub_conn(1)
+    container = checkpoint_container()
+    bodies = [f"e{i}".encode() for i in range(6)]
+    await produce(conn, bodies)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _CRASHING_SOURCE,
+        conn,
+        azurite_connection_string,
+        container,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    try:
+        line = b""
+        while not line.startswith(b"ACKED"):
+            line = await asyncio.wait_for(proc.stdout.readline(), TIMEOUT)
+            assert line, "the crashing source exited early"
+    finally:
+        proc.kill()
+        await proc.wait()
+    acked = int(line.split()[1])
+    replacement = make_source(
+        conn, azurite_connection_string, container, partition_ownership_expiration_interval=3.0
+    )
+    await replacement.start()
+    try:
+        batches = await take(replacement.batches(), len(bodies) - acked, limit=45)
+    finally:
+        await replacement.stop()
+    assert [m.body for b in batches for m in b.messages] == bodies[acked:]

@@ -1,0 +1,405 @@
+"""Kafka source against a real Kafka-protocol broker (tansu): batches, positions, commits, rebalance."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import ipaddress
+import ssl
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaConnectionError
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from pydantic import ValidationError
+
+from bridge.kafka_common import KafkaClientSettings, event_hubs_settings
+from bridge.model import SourceBatch
+from bridge.sources.kafka import KafkaSource, KafkaSourceConfig, OffsetTracker
+from bridge.testing.servers import Tansu, free_port
+from bridge.testing.sources import collect_batches
+from tests.fixtures.kafka_aws import unique
+
+Record = tuple[int, bytes | None, bytes | None, list[tuple[str, bytes]]]
+
+
+async def produce(bootstrap: str, topic: str, records: Sequence[Record]) -> list[str]:
+    """Produce (partition, key, value, headers) records; return their positions in order."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, acks="all")
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(topic, value=value, key=key, partition=partition, headers=headers)
+            for partition, key, value, headers in records
+        ]
+        metas = await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return [f"{m.topic}/{m.partition}@{m.offset}" for m in metas]
+
+
+collect = collect_batches
+
+
+async def group_offsets(bootstrap: str, topic: str, group: str, partitions: int = 1) -> dict[TopicPartition, int]:
+    """Committed offsets of ``group`` as the broker reports them (read by an outside, non-member client)."""
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await reader.start()
+    try:
+        found: dict[TopicPartition, int] = {}
+        for p in range(partitions):
+            tp = TopicPartition(topic, p)
+            offset = await reader.committed(tp)
+            if offset is not None:
+                found[tp] = offset
+        return found
+    finally:
+        await reader.stop()
+
+
+# tansu completes a group join after about half the session timeout and forgets a member that left only
+# when its session expires: short sessions keep these tests fast.
+FAST_GROUP = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 300}
+
+
+def source_for(bootstrap: str, topic: str, group: str, **extra: object) -> KafkaSource:
+    cfg = KafkaSourceConfig.model_validate(
+        {
+            "type": "kafka",
+            "bootstrap_servers": bootstrap,
+            "topics": [topic],
+            "group_id": group,
+            **FAST_GROUP,
+            **extra,
+        }
+    )
+    return KafkaSource(cfg)
+
+
+async def test_yields_records_with_positions_headers_and_tombstones(
+    tansu_bootstrap: str, kafka_topic: Callable[..., str]
+) -> None:
+    """Every record comes out once with its body, its headers (ce_* included) and topic/partition@offset."""
+    topic = kafka_topic("src", partitions=3)
+    records: list[Record] = [
+        (i % 3, f"k{i}".encode(), f'{{"n":{i}}}'.encode(), [("ce_id", f"id-{i}".encode()), ("ce_type", b"t")])
+        for i in range(12)
+    ]
+    records.append((1, b"gone", None, []))  # tombstone
+    positions = await produce(tansu_bootstrap, topic, records)
+    source = source_for(tansu_bootstrap, topic, unique("g"))
+    await source.start()
+    try:
+        assert source.ready
+        batches = await collect(source, len(records))
+    finally:
+        await source.stop()
+    assert not source.ready
+    got = {m.position: m for b in batches for m in b.messages}
+    assert sorted(got) == sorted(positions)
+    for pos, (_, _, value, headers) in zip(positions, records, strict=True):
+        msg = got[pos]
+        assert msg.body == (value if value is not None else b"")
+        assert dict(msg.headers) == dict(headers)
+        assert msg.source == "kafka"
+    assert all(b.source == "kafka" and b.ack is not None for b in batches)
+
+
+async def test_out_of_order_acks_commit_only_the_contiguous_prefix(
+    tansu_bootstrap: str, kafka_topic: Callable[..., str]
+) -> None:
+    """Acking later batches first commits nothing until the earliest batch is acked, then the whole prefix."""
+    topic = kafka_topic("ooo", partitions=1)
+    await produce(tansu_bootstrap, topic, [(0, None, b"x%d" % i, []) for i in range(15)])
+    group = unique("g")
+    source = source_for(tansu_bootstrap, topic, group, max_batch_size=5)
+    await source.start()
+    tp = TopicPartition(topic, 0)
+    try:
+        batches = await collect(source, 15)
+        assert len(batches) >= 3
+        first, middle, last = batches[0], batches[1], batches[-1]
+        end = {id(b): int(b.messages[-1].position.rsplit("@", 1)[1]) + 1 for b in batches}
+
+        assert last.ack is not None and middle.ack is not None and first.ack is not None
+        await last.ack()
+        await source.commit_ready()
+        await asyncio.sleep(0.3)
+        assert tp not in await group_offsets(tansu_bootstrap, topic, group)
+
+        await first.ack()
+        await source.commit_ready()
+        assert (await group_offsets(tansu_bootstrap, topic, group))[tp] == end[id(first)]
+
+        for batch in batches[1:-1]:
+            assert batch.ack is not None
+            await batch.ack()
+        await source.commit_ready()
+        assert (await group_offsets(tansu_bootstrap, topic, group))[tp] == 15
+        assert await source.consumer.committed(tp) == 15
+    finally:
+        await source.stop()
+
+
+async def test_commits_are_sent_by_the_background_task(tansu_bootstrap: str, kafka_topic: Callable[..., str]) -> None:
+    """An ack alone (no explicit flush) gets its offset committed promptly by the coalescing commit task."""
+    topic = kafka_topic("bg", partitions=2)
+    await produce(tansu_bootstrap, topic, [(i % 2, None, b"v", []) for i in range(6)])
+    group = unique("g")
+    source = source_for(tansu_bootstrap, topic, group)
+    await source.start()
+    try:
+        for batch in await collect(source, 6):
+            assert batch.ack is not None
+            await batch.ack()
+        async with asyncio.timeout(10):
+            while await group_offsets(tansu_bootstrap, topic, group, 2) != {
+                TopicPartition(topic, 0): 3,
+                TopicPartition(topic, 1): 3,
+            }:
+                await asyncio.sleep(0.1)
+    finally:
+        await source.stop()
+
+
+async def test_restart_resumes_after_the_committed_offset(
+    tansu_bootstrap: str, kafka_topic: Callable[..., str]
+) -> None:
+    """A new source in the same group starts exactly at the first record of the first unacked batch."""
+    topic = kafka_topic("resume", partitions=1)
+    positions = await produce(tansu_bootstrap, topic, [(0, None, b"r%d" % i, []) for i in range(10)])
+    group = unique("g")
+    source = source_for(tansu_bootstrap, topic, group, max_batch_size=4)
+    await source.start()
+    try:
+        batches = await collect(source, 10)
+        assert batches[0].ack is not None
+        await batches[0].ack()  # only the first batch is done; the rest is "in flight" when we stop
+        acked = len(batches[0].messages)
+    finally:
+        await source.stop()
+
+    again = source_for(tansu_bootstrap, topic, group)
+    await again.start()
+    try:
+        resumed = await collect(again, 10 - acked)
+    finally:
+        await again.stop()
+    got = [m.position for b in resumed for m in b.messages]
+    assert got == positions[acked:]
+
+
+async def test_rebalance_commits_done_prefix_and_ignores_acks_of_revoked_partitions(
+    tansu_bootstrap: str, kafka_topic: Callable[..., str]
+) -> None:
+    """On revoke the contiguous-done offsets are committed; a late ack of revoked partitions moves nothing."""
+    topic = kafka_topic("rebal", partitions=2)
+    await produce(tansu_bootstrap, topic, [(p, None, b"%d-%d" % (p, i), []) for p in (0, 1) for i in range(6)])
+    group = unique("g")
+    fast = {"max_batch_size": 3}
+    # A long coalescing window: nothing is committed by the commit task, only by the revoke callback.
+    first = source_for(tansu_bootstrap, topic, group, commit_interval_ms=600_000, **fast)
+    await first.start()
+    second = source_for(tansu_bootstrap, topic, group, **fast)
+    pulled: list[SourceBatch] = []
+    pump: asyncio.Task[None] | None = None
+    try:
+        batches = await collect(first, 12)
+        by_part: dict[int, list[SourceBatch]] = {0: [], 1: []}
+        for batch in batches:
+            for part in {int(m.position.split("/")[1].split("@")[0]) for m in batch.messages}:
+                by_part[part].append(batch)
+        held = by_part[0][-1]  # the last batch touching partition 0 stays unacked over the rebalance
+        for batch in batches:
+            if batch is not held:
+                assert batch.ack is not None
+                await batch.ack()
+        assert await group_offsets(tansu_bootstrap, topic, group, 2) == {}
+        held_first = min(int(m.position.rsplit("@", 1)[1]) for m in held.messages if "/0@" in m.position)
+
+        async def keep_polling() -> None:
+            async for batch in first.batches():
+                pulled.append(batch)
+
+        pump = asyncio.create_task(keep_polling())
+        await second.start()  # joining triggers the rebalance; the first source's revoke commits
+        expected = {TopicPartition(topic, 0): held_first}
+        if held not in by_part[1]:
+            expected[TopicPartition(topic, 1)] = 6
+        async with asyncio.timeout(30):
+            while True:
+                offsets = await group_offsets(tansu_bootstrap, topic, group, 2)
+                if all(offsets.get(tp) == off for tp, off in expected.items()):
+                    break
+                await asyncio.sleep(0.2)
+        assert held.ack is not None
+        await held.ack()  # its partition was revoked: must not be committed by this (stale) ack
+        await first.commit_ready()
+        await asyncio.sleep(0.5)
+        assert (await group_offsets(tansu_bootstrap, topic, group, 2))[TopicPartition(topic, 0)] == held_first
+    finally:
+        if pump is not None:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+        await second.stop()
+        await first.stop()
+
+
+def test_offset_tracker_releases_contiguous_spans_per_partition() -> None:
+    """The tracker moves each partition's commit only over a done prefix, independently per partition."""
+    tracker = OffsetTracker()
+    p0, p1 = TopicPartition("t", 0), TopicPartition("t", 1)
+    a = [tracker.track(p0, 10), tracker.track(p1, 5)]  # batch A spans two partitions
+    b = [tracker.track(p0, 20)]
+    c = [tracker.track(p0, 35), tracker.track(p1, 9)]  # offsets may jump (compaction, control records)
+    assert tracker.mark_done(b) is False
+    assert tracker.take_ready() == {}
+    assert tracker.mark_done(c) is False
+    assert tracker.mark_done(a) is True
+    assert tracker.take_ready() == {p0: 35, p1: 9}
+    assert tracker.pending(p0) == 0
+    d = [tracker.track(p0, 40)]
+    assert tracker.revoke([p0]) == {}
+    assert tracker.mark_done(d) is False  # revoked: ignored
+    assert tracker.take_ready() == {}
+
+
+def test_security_settings_cover_event_hubs_and_msk() -> None:
+    """Event Hubs (SASL_SSL PLAIN $ConnectionString) and MSK SCRAM map to aiokafka TLS+SASL arguments."""
+    eh = KafkaSourceConfig.model_validate(
+        {"type": "kafka", **event_hubs_settings("myns", "Endpoint=sb://myns.servicebus.windows.net/;K=v")}
+    )
+    kwargs = eh.client_kwargs()
+    assert kwargs["bootstrap_servers"] == "myns.servicebus.windows.net:9093"
+    assert kwargs["security_protocol"] == "SASL_SSL"
+    assert kwargs["sasl_mechanism"] == "PLAIN"
+    assert kwargs["sasl_plain_username"] == "$ConnectionString"
+    assert kwargs["sasl_plain_password"].startswith("Endpoint=sb://")
+    assert kwargs["ssl_context"].check_hostname is True
+    assert "Endpoint" not in repr(eh)  # the password is a SecretStr
+    msk = KafkaClientSettings.model_validate(
+        {
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_username": "u",
+            "sasl_password": "p",
+        }
+    )
+    assert msk.client_kwargs()["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert "ssl_context" not in KafkaClientSettings().client_kwargs()
+    oauth = KafkaClientSettings.model_validate(
+        {"security_protocol": "SASL_SSL", "sasl_mechanism": "OAUTHBEARER", "sasl_oauth_token": "tok"}
+    )
+    assert oauth.client_kwargs()["sasl_oauth_token_provider"] is not None
+    with pytest.raises(ValidationError):
+        KafkaClientSettings(security_protocol="SASL_SSL")
+    with pytest.raises(ValidationError):
+        KafkaClientSettings(security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN", sasl_username="u")
+    with pytest.raises(ValidationError):
+        KafkaSourceConfig.model_validate({"type": "kafka", "bootstrap_server": "typo:9092"})
+
+
+def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 it signed: (ca.pem, server.pem, server.key)."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bridge test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_path, cert_path, key_path = directory / "ca.pem", directory / "server.pem", directory / "server.key"
+    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return ca_path, cert_path, key_path
+
+
+async def start_tls_proxy(port: int, target: tuple[str, int], ctx: ssl.SSLContext) -> asyncio.Server:
+    """A TLS-terminating proxy on 127.0.0.1:port forwarding to ``target`` (tansu 0.6's TLS is unusable)."""
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*target)
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True)
+
+    return await asyncio.start_server(handle, "127.0.0.1", port, ssl=ctx)
+
+
+async def test_consumes_over_tls_with_a_private_ca(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """security_protocol SSL with ssl_cafile verifies the broker certificate and hostname; records flow."""
+    ca, cert, key = make_tls_files(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    tls_port = free_port()
+    broker = Tansu(log_dir=tmp_path, advertised=f"127.0.0.1:{tls_port}")
+    await broker.astart()
+    proxy = await start_tls_proxy(tls_port, (broker.host, broker.port), server_ctx)
+    tls_bootstrap = f"127.0.0.1:{tls_port}"
+    try:
+        topic = broker.create_topic("tls", 1)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=tls_bootstrap,
+            security_protocol="SSL",
+            ssl_context=ssl.create_default_context(cafile=str(ca)),
+            enable_idempotence=False,
+        )
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, b"over tls", headers=[("ce_id", b"t1")])
+        finally:
+            await producer.stop()
+        source = source_for(tls_bootstrap, topic, unique("g"), security_protocol="SSL", ssl_cafile=str(ca))
+        await source.start()
+        try:
+            (batch,) = await collect(source, 1)
+        finally:
+            await source.stop()
+        assert batch.messages[0].body == b"over tls"
+        assert batch.messages[0].headers == {"ce_id": b"t1"}
+
+        untrusted = source_for(tls_bootstrap, topic, unique("g"), security_protocol="SSL")  # system CAs only
+        with pytest.raises(KafkaConnectionError):  # the private CA is not among the system CAs
+            await asyncio.wait_for(untrusted.start(), 20)
+        assert "CERTIFICATE_VERIFY_FAILED" in caplog.text
+        with contextlib.suppress(Exception):
+            await untrusted.stop()
+    finally:
+        proxy.close()
+        await proxy.wait_closed()
+        await broker.astop()

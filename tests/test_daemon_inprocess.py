@@ -1,0 +1,59 @@
+"""The daemon in-process with the shipped in-memory source and capturing sink: readiness follows the sink's
+health, HTTP endpoints answer, and a stop drains everything before returning 0."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+
+from bridge.config import parse_config
+from bridge.daemon import Daemon
+from bridge.testing.events import sagemaker_training_event
+from bridge.testing.memory import CapturingSink, InMemorySource
+
+
+async def test_readyz_turns_503_while_publishing_fails_and_recovers_and_stop_drains() -> None:
+    """While the sink fails /readyz is 503 and nothing is acked; after recovery it is 200 again, every event
+    is delivered once, and request_stop drains the reorder buffer and exits 0."""
+    cfg = parse_config({"http": {"host": "127.0.0.1", "port": 0}, "reorder": {"max_delay_ms": 100}})
+    src = InMemorySource(name="mem")
+    sink = CapturingSink()
+    sink.fail_next = 10**9  # failing until told otherwise
+    daemon = Daemon(cfg, sources=[src], sink=sink)
+    runner = asyncio.create_task(daemon.run())
+    while daemon.http_port is None or not daemon.sink_ready:
+        await asyncio.sleep(0.01)
+    url = f"http://127.0.0.1:{daemon.http_port}"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{url}/readyz") as r:
+            assert r.status == 200
+        for i in range(5):
+            src.put(sagemaker_training_event(f"e{i}", "job", i))
+        for _ in range(200):
+            await asyncio.sleep(0.02)
+            if daemon.pipeline.publish_failing:
+                break
+        async with http.get(f"{url}/readyz") as r:
+            assert r.status == 503 and (await r.json())["sink"] is False
+        assert src.acks == []
+        sink.fail_next = 0
+        for _ in range(300):
+            await asyncio.sleep(0.02)
+            if len(sink.routed) == 5 and src.acks:
+                break
+        async with http.get(f"{url}/readyz") as r:
+            assert r.status == 200
+        async with http.get(f"{url}/healthz") as r:
+            assert r.status == 200
+        async with http.get(f"{url}/metrics") as r:
+            text = await r.text()
+            assert 'bridge_events_out_total{route="all"} 5.0' in text
+        pulled = src.batches_yielded
+        src.put(sagemaker_training_event("last", "job", 99))
+        while src.batches_yielded == pulled:  # pulled, so now held in the reorder buffer: stop must drain it
+            await asyncio.sleep(0.001)
+        daemon.request_stop()
+        assert await asyncio.wait_for(runner, 10) == 0
+    assert sorted(d.event.id for d in sink.routed) == sorted([f"e{i}" for i in range(5)] + ["last"])
+    assert src.all_acked_once
