@@ -3,6 +3,7 @@ in azurite; duplicates dropped, order restored per subject, checkpoints written 
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import defaultdict
 from collections.abc import Callable
@@ -19,12 +20,28 @@ from bridge.testing.kafka import collect
 from bridge.testing.process import BridgeProcess
 
 
+async def wait_for_lag(bridge: BridgeProcess, source: str, partitions: set[str]) -> dict[str, float]:
+    """The source's consumer lag per partition from /metrics, once every partition has reported 0 (or 10 s)."""
+    lag: dict[str, float] = {}
+    for _ in range(50):
+        lag = {
+            k.split('partition="')[1].split('"')[0]: v
+            for k, v in bridge.metrics().items()
+            if k.startswith("bridge_consumer_lag{") and f'source="{source}"' in k
+        }
+        if set(lag) == partitions and not any(lag.values()):
+            break
+        await asyncio.sleep(0.2)
+    return lag
+
+
 async def test_event_grid_events_through_event_hubs_reach_kafka_once_and_in_order(
     eventhub: Callable[..., str], eventhubs_connection_string: Callable[[str], str], azurite_connection_string: str,
     checkpoint_container: Callable[[], str], tansu_bootstrap: str, kafka_topic: Callable[..., str], tmp_path: Path,
 ) -> None:
     """Event Grid events (single and array bodies, duplicated, shuffled) sent with the SDK producer come out
-    on Kafka once each, in per-run order, and the blob checkpoints cover every partition's last event."""
+    on Kafka once each, in per-run order, the blob checkpoints cover every partition's last event, and
+    /metrics reports the service-reported consumer lag of both partitions as 0."""
     hub = eventhub(partitions=2)
     container = checkpoint_container()
     out = kafka_topic("eh-out", 2)
@@ -58,10 +75,12 @@ async def test_event_grid_events_through_event_hubs_reach_kafka_once_and_in_orde
         bridge.wait_ready()
         recs = await collect(tansu_bootstrap, [out], until=len(events), timeout=60, settle=2.0)
         dups = bridge.metric_sum("bridge_duplicates_dropped_total")
+        lag = await wait_for_lag(bridge, "azure", {"0", "1"})
         assert bridge.terminate() == 0, bridge.log_tail()
     got = [r.event for r in recs if r.event]
     assert sorted(e["id"] for e in got) == sorted(e["id"] for e in events)
     assert dups == 8 + 3
+    assert lag == {"0": 0.0, "1": 0.0}  # both partitions owned and fully received, per the service's metrics
     per_run: dict[str, list[str]] = defaultdict(list)
     for e in got:
         assert e["platform"] == "azureml" and e["type"] == "ml.job.status_changed"

@@ -58,6 +58,10 @@ class EventHubsSourceConfig(BaseModel):
     partition_ownership_expiration_interval: float | None = Field(default=None, gt=0)
     prefetch: int = Field(default=300, gt=0)
     queue_batches: int = Field(default=16, gt=0, description="batches buffered between SDK and pipeline")
+    track_last_enqueued: bool = Field(
+        default=True,
+        description="ask the service for each partition's last enqueued event (feeds the consumer lag metric)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> EventHubsSourceConfig:
@@ -143,6 +147,7 @@ class EventHubsSource:
         self._closed: asyncio.Future[None] | None = None
         self._stopping = False
         self._healthy = True
+        self._lag: dict[str, int] = {}
         self.eventhub_name = ""
 
     # -- lifecycle -------------------------------------------------------------------------------------------
@@ -166,6 +171,11 @@ class EventHubsSource:
     def owned_partitions(self) -> list[str]:
         """Partitions this instance currently receives from."""
         return sorted(self._partitions)
+
+    def lag(self) -> dict[str, int]:
+        """Events enqueued but not yet received, per owned partition, as of the last batch the SDK delivered
+        (needs ``track_last_enqueued``; an empty batch means the receiver has caught up)."""
+        return {pid: lag for pid, lag in self._lag.items() if pid in self._partitions}
 
     async def start(self) -> None:
         """Connect the checkpoint store and start receiving in a background task."""
@@ -224,6 +234,7 @@ class EventHubsSource:
                 on_partition_initialize=self._on_partition_initialize,
                 on_partition_close=self._on_partition_close,
                 on_error=self._on_error,
+                track_last_enqueued_event_properties=cfg.track_last_enqueued,
             )
         finally:
             if self._closed is not None and not self._closed.done():
@@ -284,6 +295,7 @@ class EventHubsSource:
         state = self._partitions.get(context.partition_id)
         if state is not None and state.context is context:
             del self._partitions[context.partition_id]
+            self._lag.pop(context.partition_id, None)
         log.info(
             "eventhubs.partition_released",
             source=self.name,
@@ -304,8 +316,10 @@ class EventHubsSource:
 
     async def _on_event_batch(self, context: Any, events: list[Any]) -> None:
         self._healthy = True  # also called with no events every max_wait_time: a liveness signal
-        if not events:
+        if not events:  # nothing arrived within max_wait_time: the receiver has caught up
+            self._lag[context.partition_id] = 0
             return
+        self._record_lag(context, events[-1])
         state = self._partitions.get(context.partition_id)
         if state is None or state.context is not context:
             state = self._new_state(context)
@@ -327,6 +341,14 @@ class EventHubsSource:
         ]
         ack = self._ack_fn(context.partition_id, state.generation, ordinal)
         await self._queue.put(SourceBatch(messages=messages, ack=ack, source=self.name))
+
+    def _record_lag(self, context: Any, last: Any) -> None:
+        if not self.config.track_last_enqueued:
+            return
+        props = context.last_enqueued_event_properties
+        enqueued = props.get("sequence_number") if props else None
+        if isinstance(enqueued, int) and isinstance(last.sequence_number, int):
+            self._lag[context.partition_id] = max(0, enqueued - last.sequence_number)
 
     # -- acks -----------------------------------------------------------------------------------------------
     def _ack_fn(self, partition_id: str, generation: int, ordinal: int) -> Any:

@@ -11,6 +11,10 @@ For tests and the local stack (there is no Event Hubs emulator to run here). Sup
 - Consumers on ``<hub>/ConsumerGroups/<cg>/Partitions/<id>`` with the ``apache.org:selector-filter:string``
   position filter (offset, sequence number, enqueued time, ``@latest``) and owner-level (epoch) exclusivity:
   a receiver with an owner level >= the current one steals the link (``amqp:link:stolen``).
+- Receiver runtime metrics: every delivery carries the ``last_enqueued_*`` delivery annotations the SDK
+  reads for ``track_last_enqueued_event_properties`` (the real service sends them only when the receiver asks
+  for ``com.microsoft:enable-receiver-runtime-metric``; proton 0.40 does not expose a link's desired
+  capabilities, so this server always sends them, which a receiver that did not ask ignores).
 - Producers on ``<hub>`` (partition by key hash, else round robin) and ``<hub>/Partitions/<id>``, single
   events and batches.
 
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
@@ -37,7 +42,14 @@ from proton.handlers import IncomingMessageHandler, MessagingHandler
 from proton.reactor import ApplicationEvent, Container, EventInjector
 
 from bridge.testing.amqp_padding import PaddingProxy
-from bridge.testing.eventhubs_store import EventStore, StoredEvent, encode_event, start_index, unpack_batch
+from bridge.testing.eventhubs_store import (
+    EventStore,
+    StoredEvent,
+    encode_event,
+    start_index,
+    unpack_batch,
+    with_runtime_metrics,
+)
 from bridge.testing.servers import free_port
 
 log = structlog.get_logger(__name__)
@@ -257,9 +269,10 @@ class _Handler(MessagingHandler):  # type: ignore[misc]
             stored: StoredEvent | None = self.store.event_at(hub, partition_id, link.eh_cursor)
             if stored is None:
                 break
+            last = self.store.last_event(hub, partition_id) or stored
             link.eh_tag += 1
             link.delivery(str(link.eh_tag).encode())
-            link.stream(stored.encoded)
+            link.stream(with_runtime_metrics(stored, last, int(time.time() * 1000)))
             link.advance()
             link.eh_cursor += 1
 

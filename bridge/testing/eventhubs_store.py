@@ -24,6 +24,8 @@ OFFSET = symbol("x-opt-offset")
 ENQUEUED_TIME = symbol("x-opt-enqueued-time")
 PARTITION_KEY = symbol("x-opt-partition-key")
 
+_HEADER = 0x70
+_DELIVERY_ANNOTATIONS = 0x71
 _MESSAGE_ANNOTATIONS = 0x72
 _DATA = 0x75
 _BODY_SECTIONS = frozenset({0x75, 0x76, 0x77})
@@ -259,6 +261,12 @@ class EventStore:
             events = self.partitions[(hub, partition_id)].events
             return events[index] if index < len(events) else None
 
+    def last_event(self, hub: str, partition_id: str) -> StoredEvent | None:
+        """The partition's last enqueued event, or None while it is empty."""
+        with self._lock:
+            events = self.partitions[(hub, partition_id)].events
+            return events[-1] if events else None
+
     def hub_info(self, hub: str) -> dict[str, Any]:
         """The ``com.microsoft:eventhub`` READ response body."""
         ids = self.hub_partitions[hub]
@@ -285,6 +293,24 @@ class EventStore:
             "last_enqueued_time_utc": timestamp(last.enqueued_time_ms if last else 0),
             "is_partition_empty": last is None,
         }
+
+
+def with_runtime_metrics(event: StoredEvent, last: StoredEvent, retrieval_time_ms: int) -> bytes:
+    """``event`` as sent to a receiver that tracks the last enqueued event: delivery annotations (after the
+    header, as the AMQP section order requires) carry the partition's last sequence number, offset, time."""
+    annotations: Any = {
+        symbol("last_enqueued_sequence_number"): last.sequence_number,
+        symbol("last_enqueued_offset"): str(last.offset),
+        symbol("last_enqueued_time_utc"): timestamp(last.enqueued_time_ms),
+        symbol("runtime_info_retrieval_time_utc"): timestamp(retrieval_time_ms),
+    }
+    section = _encode_section(_DELIVERY_ANNOTATIONS, annotations)
+    raw = event.encoded
+    sections = split_sections(raw)
+    if sections and sections[0][0] == _HEADER:
+        head = len(sections[0][1])
+        return raw[:head] + section + raw[head:]
+    return section + raw
 
 
 def encode_event(

@@ -241,6 +241,28 @@ async def test_starting_position_offset_and_time(
         assert [m.body for b in batches for m in b.messages] == expected
 
 
+async def test_lag_counts_events_enqueued_but_not_yet_received_and_drops_to_zero_when_caught_up(
+    hub_conn: Callable[[int], tuple[str, str]],
+) -> None:
+    """``lag()`` is the partition's last enqueued sequence number minus the last one handed to the bridge,
+    from the service's runtime metrics; it is 0 once everything was received."""
+    _hub, conn = hub_conn(1)
+    await produce(conn, [f"e{i}".encode() for i in range(30)])
+    # batches of 10, one buffered: the SDK's second callback waits for room, so exactly 20 were received
+    source = make_source(conn, None, None, max_batch_size=10, queue_batches=1, prefetch=10)
+    await source.start()
+    try:
+        await wait_for(lambda: source.lag() == {"0": 10})
+        await asyncio.sleep(0.5)
+        assert source.lag() == {"0": 10}  # stable while the pipeline does not take batches
+        batches = await take(source.batches(), 30)
+        await wait_for(lambda: source.lag() == {"0": 0})
+    finally:
+        await source.stop()
+    assert sum(len(b.messages) for b in batches) == 30
+    assert source.lag() == {}  # no partition owned after stop
+
+
 async def test_two_partitions_are_both_consumed_in_partition_order(
     hub_conn: Callable[[int], tuple[str, str]],
     azurite_connection_string: str,
