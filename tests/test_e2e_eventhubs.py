@@ -3,7 +3,6 @@ in azurite; duplicates dropped, order restored per subject, checkpoints written 
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections import defaultdict
 from collections.abc import Callable
@@ -18,21 +17,6 @@ from azure.eventhub.extensions.checkpointstoreblobaio import BlobCheckpointStore
 from bridge.testing.events import azureml_run_event
 from bridge.testing.kafka import collect
 from bridge.testing.process import BridgeProcess
-
-
-async def wait_for_lag(bridge: BridgeProcess, source: str, partitions: set[str]) -> dict[str, float]:
-    """The source's consumer lag per partition from /metrics, once every partition has reported 0 (or 10 s)."""
-    lag: dict[str, float] = {}
-    for _ in range(50):
-        lag = {
-            k.split('partition="')[1].split('"')[0]: v
-            for k, v in bridge.metrics().items()
-            if k.startswith("bridge_consumer_lag{") and f'source="{source}"' in k
-        }
-        if set(lag) == partitions and not any(lag.values()):
-            break
-        await asyncio.sleep(0.2)
-    return lag
 
 
 async def test_event_grid_events_through_event_hubs_reach_kafka_once_and_in_order(
@@ -75,7 +59,7 @@ async def test_event_grid_events_through_event_hubs_reach_kafka_once_and_in_orde
         bridge.wait_ready()
         recs = await collect(tansu_bootstrap, [out], until=len(events), timeout=60, settle=2.0)
         dups = bridge.metric_sum("bridge_duplicates_dropped_total")
-        lag = await wait_for_lag(bridge, "azure", {"0", "1"})
+        lag = bridge.wait_for_zero_lag("azure", {"0", "1"})
         assert bridge.terminate() == 0, bridge.log_tail()
     got = [r.event for r in recs if r.event]
     assert sorted(e["id"] for e in got) == sorted(e["id"] for e in events)

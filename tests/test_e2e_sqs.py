@@ -88,6 +88,7 @@ async def test_eventbridge_to_sqs_to_bridge_to_kafka(
                 "aws_access_key_id": "testing",
                 "aws_secret_access_key": "testing",
                 "wait_time_seconds": 1,
+                "backlog_poll_seconds": 0.2,
             }
         ],
         "reorder": {"max_delay_ms": 1500},
@@ -99,10 +100,13 @@ async def test_eventbridge_to_sqs_to_bridge_to_kafka(
         bridge.wait_ready()
         recs = await collect(tansu_bootstrap, [out], until=21, timeout=60, settle=2.0)
         dups = bridge.metric_sum("bridge_duplicates_dropped_total")
+        queue = queue_url.rsplit("/", 1)[-1]
+        lag = bridge.wait_for_zero_lag("aws", {queue})
         assert bridge.terminate() == 0, bridge.log_tail()
     events_out = [r.event for r in recs if r.event]
     assert len(events_out) == 21  # 20 via the rule + 1 of the 3 duplicate copies
     assert dups == 2
+    assert lag == {queue: 0.0}  # the queue's backlog, read by the source, is empty once all were received
     assert {e["source"] for e in events_out} == {"aws.sagemaker/us-east-1/123456789012"}
     per_subject: dict[str, list[str]] = defaultdict(list)
     for e in events_out:

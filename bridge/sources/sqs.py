@@ -7,7 +7,8 @@ the normalizer unwraps it) and ``position = "<queue name>#<MessageId>"``; messag
 is logged and will be redelivered, which dedup absorbs). Until a batch is settled a heartbeat extends its
 visibility (``ChangeMessageVisibilityBatch``) before it expires, so slow batches are not redelivered to
 competing consumers. ``release(batch)`` gives a batch back at once (visibility 0); ``stop`` releases every
-batch still unsettled.
+batch still unsettled. ``lag()`` reports the queue's backlog (``ApproximateNumberOfMessages``: visible
+messages no consumer has received yet), polled every ``backlog_poll_seconds``.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ class SqsSourceConfig(BaseModel):
     extend_visibility: bool = True
     delete_retries: int = Field(3, ge=0)
     error_backoff_seconds: float = Field(1.0, gt=0)
+    backlog_poll_seconds: float = Field(
+        15.0, ge=0, description="how often to read the queue backlog for the consumer lag metric; 0 = never"
+    )
 
 
 @dataclass(eq=False, slots=True)
@@ -91,6 +95,8 @@ class SqsSource:
         self._by_batch: dict[int, tuple[SourceBatch, _Inflight]] = {}
         self._receivers: list[asyncio.Task[None]] = []
         self._heartbeat: asyncio.Task[None] | None = None
+        self._backlog_task: asyncio.Task[None] | None = None
+        self._backlog: int | None = None
         self._stopping = False
         self._healthy = True
 
@@ -102,6 +108,23 @@ class SqsSource:
     def inflight(self) -> int:
         """Received messages not yet deleted or released."""
         return sum(len(f.handles) for f in self._inflight)
+
+    def lag(self) -> dict[str, int]:
+        """The queue's backlog (visible messages not yet received by any consumer), once it has been read."""
+        return {} if self._backlog is None else {self.queue_name: self._backlog}
+
+    async def _backlog_loop(self) -> None:
+        while True:
+            try:
+                response = await self._client.get_queue_attributes(
+                    QueueUrl=self.config.queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+                )
+                self._backlog = int(response["Attributes"]["ApproximateNumberOfMessages"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a metric only: log and try again next time
+                log.debug("sqs.backlog_unavailable", source=self.name, error=repr(exc))
+            await asyncio.sleep(self.config.backlog_poll_seconds)
 
     def _client_kwargs(self) -> dict[str, Any]:
         cfg = self.config
@@ -135,6 +158,8 @@ class SqsSource:
             raise
         if self.config.extend_visibility:
             self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name=f"sqs-heartbeat-{self.name}")
+        if self.config.backlog_poll_seconds > 0:
+            self._backlog_task = asyncio.create_task(self._backlog_loop(), name=f"sqs-backlog-{self.name}")
         log.info(
             "sqs.source_started", source=self.name, queue=self.queue_name, receivers=self.config.receivers
         )
@@ -307,11 +332,11 @@ class SqsSource:
     async def stop(self) -> None:
         """Stop receiving, release every unsettled batch, close the client."""
         self._stopping = True
-        tasks = [*self._receivers, *([self._heartbeat] if self._heartbeat else [])]
+        tasks = [*self._receivers, *(t for t in (self._heartbeat, self._backlog_task) if t is not None)]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._receivers, self._heartbeat = [], None
+        self._receivers, self._heartbeat, self._backlog_task, self._backlog = [], None, None, None
         unsettled = list(self._inflight)
         for inflight in unsettled:
             inflight.settled = True

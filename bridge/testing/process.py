@@ -78,6 +78,23 @@ class BridgeProcess:
     def metric_sum(self, prefix: str) -> float:
         return sum(v for k, v in self.metrics().items() if k == prefix or k.startswith(prefix + "{"))
 
+    def consumer_lag(self, source: str) -> dict[str, float]:
+        """``bridge_consumer_lag`` of one source, keyed by its ``partition`` label."""
+        return {
+            k.split('partition="', 1)[1].split('"', 1)[0]: v
+            for k, v in self.metrics().items()
+            if k.startswith("bridge_consumer_lag{") and f'source="{source}"' in k
+        }
+
+    def wait_for_zero_lag(self, source: str, partitions: set[str], timeout: float = 10.0) -> dict[str, float]:
+        """Poll until every one of ``partitions`` reports lag 0; return the last reading (checked by the caller)."""
+        deadline = time.monotonic() + timeout
+        lag = self.consumer_lag(source)
+        while (set(lag) != partitions or any(lag.values())) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            lag = self.consumer_lag(source)
+        return lag
+
     def terminate(self, timeout: float = 60.0) -> int:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)

@@ -147,6 +147,33 @@ async def test_ack_deletes_the_whole_batch(sqs_queue: Callable[..., str], aws_cl
     assert "Messages" not in sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1, VisibilityTimeout=0)
 
 
+async def test_lag_reports_the_queue_backlog_until_everything_is_received(
+    sqs_queue: Callable[..., str], aws_client_kwargs: dict[str, str]
+) -> None:
+    """``lag()`` is the queue's ApproximateNumberOfMessages: all 25 before any receive, 0 once received."""
+    url = sqs_queue("backlog")
+    sqs = boto3.client("sqs", **aws_client_kwargs)
+    for i in range(25):
+        sqs.send_message(QueueUrl=url, MessageBody=orjson.dumps({"n": i}).decode())
+    source = source_for(url, aws_client_kwargs, backlog_poll_seconds=0.1)
+    queue = url.rsplit("/", 1)[-1]
+    await source.start()
+    try:
+        async with asyncio.timeout(10):
+            while source.lag() != {queue: 25}:  # receivers start with batches(): nothing received yet
+                await asyncio.sleep(0.05)
+        batches = await collect(source, 25)
+        async with asyncio.timeout(10):
+            while source.lag() != {queue: 0}:
+                await asyncio.sleep(0.05)
+        for batch in batches:
+            assert batch.ack is not None
+            await batch.ack()
+    finally:
+        await source.stop()
+    assert source.lag() == {}
+
+
 async def test_heartbeat_extends_visibility_of_held_batches(
     sqs_queue: Callable[..., str], aws_client_kwargs: dict[str, str]
 ) -> None:
