@@ -14,6 +14,7 @@ from azure.eventhub import EventData
 from azure.eventhub.aio import EventHubProducerClient
 from azure.eventhub.extensions.checkpointstoreblobaio import BlobCheckpointStore
 
+from bridge.sources.eventhubs import namespace_of
 from bridge.testing.events import azureml_run_event
 from bridge.testing.kafka import collect
 from bridge.testing.process import BridgeProcess
@@ -70,7 +71,7 @@ async def test_event_grid_events_through_event_hubs_reach_kafka_once_and_in_orde
         assert e["platform"] == "azureml" and e["type"] == "ml.job.status_changed"
         per_run[e["subject"]].append(e["data"]["runStatus"])
     assert all(v == statuses for v in per_run.values()), per_run
-    namespace = conn.split("sb://", 1)[1].split(";", 1)[0].rstrip("/")  # host:port, as the SDK keys it
+    namespace = namespace_of(conn)  # host:port, as the SDK keys checkpoints
     async with BlobCheckpointStore.from_connection_string(azurite_connection_string, container) as store:
         checkpoints = await store.list_checkpoints(namespace, hub, "$Default")
     # the last event of each partition is checkpointed: its sequence number is the partition's last one

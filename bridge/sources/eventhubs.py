@@ -92,6 +92,15 @@ def parse_starting_position(value: str) -> str | dt.datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
+def namespace_of(connection_string: str) -> str:
+    """The ``Endpoint=sb://host[:port]/`` host of a connection string, as the SDK keys checkpoints by it."""
+    for part in connection_string.split(";"):
+        key, _, value = part.partition("=")
+        if key.strip().lower() == "endpoint":
+            return value.strip().split("://", 1)[-1].rstrip("/")
+    return ""
+
+
 def _header_value(value: Any) -> bytes:
     if isinstance(value, bytes):
         return value
@@ -160,7 +169,7 @@ class EventHubsSource:
     @property
     def fully_qualified_namespace(self) -> str:
         """The namespace (host[:port]) the client talks to; checkpoints are keyed by it."""
-        return str(self._client._address.hostname) if self._client is not None else ""
+        return namespace_of(self.config.connection_string.get_secret_value())
 
     @property
     def buffered_batches(self) -> int:
@@ -213,9 +222,7 @@ class EventHubsSource:
         conn = cfg.connection_string.get_secret_value()
         if cfg.create_container:
             from azure.core.exceptions import ResourceExistsError
-            from azure.eventhub.extensions.checkpointstoreblobaio._vendor.storage.blob.aio import (
-                ContainerClient,
-            )
+            from azure.storage.blob.aio import ContainerClient
 
             async with ContainerClient.from_connection_string(conn, cfg.container) as container:
                 with contextlib.suppress(ResourceExistsError):

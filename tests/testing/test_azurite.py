@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from azure.eventhub.extensions.checkpointstoreblobaio import BlobCheckpointStore
-from azure.eventhub.extensions.checkpointstoreblobaio._vendor.storage.blob.aio import ContainerClient
+from azure.storage.blob.aio import ContainerClient
 
 from bridge.testing import azurite as azurite_module
 from bridge.testing.azurite import Azurite, AzuriteNotInstalled, find_executable
