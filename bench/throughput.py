@@ -57,7 +57,15 @@ async def wait_committed(offsets: GroupOffsets, total: int, within: float,
         if bridge.proc is not None and bridge.proc.poll() is not None:
             raise RuntimeError(f"bridge died; log:\n{bridge.log_tail()}")
         await asyncio.sleep(0.1)
-    raise TimeoutError(f"bridge did not commit {total} records within {within}s; log:\n{bridge.log_tail()}")
+    committed_now = {f"{tp.topic}/{tp.partition}": off for tp, off in (await offsets.committed()).items()}
+    try:
+        gauges = {k: v for k, v in (await asyncio.to_thread(bridge.metrics)).items()
+                  if k.startswith(("bridge_inflight", "bridge_reorder_buffer", "bridge_events_out",
+                                   "bridge_consumer_lag", "bridge_batches_acked", "bridge_messages_in"))}
+    except Exception as exc:  # the diagnosis must not hide the timeout
+        gauges = {"metrics unavailable": repr(exc)}
+    raise TimeoutError(f"bridge did not commit {total} records within {within}s; committed {committed_now}; "
+                       f"bridge metrics {gauges}; log:\n{bridge.log_tail()}")
 
 
 async def wait_first_input(bridge: BridgeProcess, within: float) -> float:

@@ -273,13 +273,23 @@ class KafkaSource:
         return SourceBatch(messages=messages, ack=ack, source=name)
 
     async def _commit_loop(self) -> None:
+        """Commit what acks made ready; never ends before ``stop()``: a failed commit (also a cancellation
+        raised from inside the client, which is not ``stop()`` cancelling this task) is retried."""
         interval = self.config.commit_interval_ms / 1000
         while True:
             await self._commit_wanted.wait()
             if interval:
                 await asyncio.sleep(interval)  # coalescing window: acks arriving meanwhile join this commit
             self._commit_wanted.clear()
-            if not await self.commit_ready():
+            try:
+                ok = await self.commit_ready()
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if self._stopping or task is None or task.cancelling():
+                    raise
+                log.warning("kafka.commit_interrupted", source=self.name, detail="cancelled inside the client")
+                ok = False
+            if not ok:
                 await asyncio.sleep(0.5)  # failed: back off, then retry what was restored
                 self._commit_wanted.set()
 

@@ -168,6 +168,41 @@ async def test_commits_are_sent_by_the_background_task(tansu_bootstrap: str, kaf
         await source.stop()
 
 
+async def test_commit_task_survives_a_cancellation_raised_inside_the_client(
+    tansu_bootstrap: str, kafka_topic: Callable[..., str]
+) -> None:
+    """A commit that fails with CancelledError from inside aiokafka (not a stop) is retried: the offsets
+    still reach the broker and later acks keep committing (the commit task must not die silently)."""
+    topic = kafka_topic("commit-cancel", partitions=1)
+    await produce(tansu_bootstrap, topic, [(0, None, b"v", []) for _ in range(4)])
+    group = unique("g")
+    source = source_for(tansu_bootstrap, topic, group, max_batch_size=2)
+    await source.start()
+    real_commit = source.consumer.commit
+    failures = 0
+
+    async def flaky_commit(offsets: object = None) -> None:
+        nonlocal failures
+        if failures == 0:
+            failures += 1
+            raise asyncio.CancelledError()  # as a cancelled coordinator request surfaces
+        await real_commit(offsets)  # type: ignore[arg-type]
+
+    source.consumer.commit = flaky_commit  # type: ignore[method-assign]
+    try:
+        batches = await collect(source, 4)
+        for batch in batches:
+            assert batch.ack is not None
+            await batch.ack()
+        async with asyncio.timeout(10):
+            while await group_offsets(tansu_bootstrap, topic, group) != {TopicPartition(topic, 0): 4}:
+                await asyncio.sleep(0.1)
+        assert failures == 1
+        assert source._commit_task is not None and not source._commit_task.done()
+    finally:
+        await source.stop()
+
+
 async def test_restart_resumes_after_the_committed_offset(
     tansu_bootstrap: str, kafka_topic: Callable[..., str]
 ) -> None:
