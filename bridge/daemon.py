@@ -188,20 +188,23 @@ class Daemon:
             await self._shutdown_http()
             return 0
         self.sink_ready = True
-        self.pipeline.start()
+        worker = self.pipeline.start()
         pumps = [asyncio.create_task(self._pump(s), name=f"source-{s.name}") for s in self.sources]
         processor = asyncio.create_task(self._process(), name="pipeline")
         gc_task = asyncio.create_task(_gc_loop(), name="gc")
         log.info("bridge running", sources=[s.name for s in self.sources],
                  routes=[r.name for r in self.cfg.routes])
         stop_wait = asyncio.create_task(self.stopping.wait())
-        await asyncio.wait([stop_wait, processor], return_when=asyncio.FIRST_COMPLETED)
+        # the processor and the delivery worker run until stop: either ending first is a crash, never a stall
+        await asyncio.wait([stop_wait, processor, worker], return_when=asyncio.FIRST_COMPLETED)
         exit_code = 0
-        if processor.done() and processor.exception() is not None:
-            exc = processor.exception()
-            log.error("pipeline failed; stopping", error=scrub(f"{type(exc).__name__}: {exc}"))
-            exit_code = 1
-            self.stopping.set()
+        for task, what in ((processor, "pipeline"), (worker, "delivery worker")):
+            if task.done() and not self.stopping.is_set():
+                exc = None if task.cancelled() else task.exception()
+                error = scrub(f"{type(exc).__name__}: {exc}") if exc is not None else "ended unexpectedly"
+                log.error(f"{what} failed; stopping", error=error)
+                exit_code = 1
+                self.stopping.set()
         stop_wait.cancel()
         gc_task.cancel()
         log.info("shutting down", grace_seconds=self.cfg.shutdown.grace_seconds)
@@ -209,7 +212,10 @@ class Daemon:
             t.cancel()
         await asyncio.gather(*pumps, return_exceptions=True)
         if not processor.done():
-            await self.queue.put(None)  # batches already pulled are processed, not lost
+            if exit_code:  # a crash: the processor may wait for a delivery worker that is gone
+                processor.cancel()
+            else:
+                await self.queue.put(None)  # batches already pulled are processed, not lost
             await asyncio.gather(processor, return_exceptions=True)
         await self.pipeline.close(self.cfg.shutdown.grace_seconds)
         for s in self.sources:

@@ -57,3 +57,50 @@ async def test_readyz_turns_503_while_publishing_fails_and_recovers_and_stop_dra
         assert await asyncio.wait_for(runner, 10) == 0
     assert sorted(d.event.id for d in sink.routed) == sorted([f"e{i}" for i in range(5)] + ["last"])
     assert src.all_acked_once
+
+
+async def _run_until_delivered_or_exit(daemon: Daemon, src: InMemorySource, sink: CapturingSink, n: int) -> int | None:
+    """Run the daemon, feed ``n`` events; return its exit code if it exited within 10 s, else None (after a stop)."""
+    runner = asyncio.create_task(daemon.run())
+    while daemon.http_port is None or not daemon.sink_ready:
+        await asyncio.sleep(0.01)
+    for i in range(n):
+        src.put(sagemaker_training_event(f"e{i}", "job", i))
+    for _ in range(500):
+        await asyncio.sleep(0.02)
+        if runner.done() or (len(sink.routed) == n and len(src.acks) == src.batches_yielded):
+            break
+    if runner.done():
+        return runner.result()
+    daemon.request_stop()
+    await asyncio.wait_for(runner, 10)
+    return None
+
+
+async def test_cancelled_error_raised_inside_the_sink_is_retried_not_fatal() -> None:
+    """A CancelledError escaping the client library (the task itself was not cancelled) is a failed publish:
+    retried until delivered, every event once and every batch acked, and the daemon keeps running."""
+    cfg = parse_config({"http": {"host": "127.0.0.1", "port": 0}, "reorder": {"enabled": False}})
+    src = InMemorySource(name="mem")
+    sink = CapturingSink()
+    sink.fail_next, sink.fail_with = 3, asyncio.CancelledError
+    daemon = Daemon(cfg, sources=[src], sink=sink)
+    assert await _run_until_delivered_or_exit(daemon, src, sink, 5) is None  # still running: stopped by us
+    assert sorted(d.event.id for d in sink.routed) == [f"e{i}" for i in range(5)]
+    assert sink.publish_calls >= 4 and src.all_acked_once
+
+
+async def test_a_dead_delivery_worker_stops_the_daemon_with_exit_1_instead_of_stalling() -> None:
+    """If the delivery worker ends on an unexpected error, the daemon exits 1 (so the orchestrator restarts
+    it) and acks nothing it did not deliver."""
+    cfg = parse_config({"http": {"host": "127.0.0.1", "port": 0}, "reorder": {"enabled": False}})
+    src = InMemorySource(name="mem")
+    sink = CapturingSink()
+    daemon = Daemon(cfg, sources=[src], sink=sink)
+
+    def bug(deliveries: object) -> None:
+        raise RuntimeError("bug after publish")
+
+    daemon.pipeline._count_and_log = bug  # type: ignore[method-assign,assignment]
+    assert await _run_until_delivered_or_exit(daemon, src, sink, 5) == 1
+    assert src.acks == []  # published, but never settled: redelivered after the restart (at least once)

@@ -44,6 +44,13 @@ def _default_normalize(msg: RawMessage) -> tuple[list[CloudEvent], list[Exceptio
 MAX_DEADLETTER_BYTES = 32 * 1024
 
 
+def _cancelled_from_outside(stopping: bool) -> bool:
+    """True when the current task itself is being cancelled (or we are stopping), as opposed to a
+    CancelledError that a library raised from a future it cancelled internally."""
+    task = asyncio.current_task()
+    return stopping or task is None or task.cancelling() > 0
+
+
 def _bounded(ev: CloudEvent) -> bytes:
     """The event's JSON for a dead letter; a huge event (likely why it failed) keeps its attributes and the
     start of its data only, so the dead letter itself can be published."""
@@ -110,9 +117,11 @@ class Pipeline:
         self.publish_failing = False  # true from a failed publish until the next successful one (readiness)
 
     # -- lifecycle ---------------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self) -> asyncio.Task[None]:
+        """Start the delivery worker (once); return it, so a supervisor can notice if it ever ends."""
         if self._worker is None:
             self._worker = asyncio.create_task(self._deliver_loop(), name="bridge-delivery")
+        return self._worker
 
     async def flush(self) -> None:
         """Release everything held in the reorder buffer and wait until all of it is delivered and acked."""
@@ -134,6 +143,11 @@ class Pipeline:
     async def close(self, grace: float = 25.0) -> None:
         """Drain (reorder buffer, outbox, acks) for at most ``grace`` seconds, then stop the worker."""
         self._give_up_at = self._clock() + grace
+        if self._worker is not None and self._worker.done():
+            log.error("delivery worker is gone; undelivered events stay unacknowledged upstream",
+                      outbox=len(self._outbox), inflight=self.inflight)
+            self._worker = None
+            return
         try:
             await asyncio.wait_for(self.flush(), timeout=grace)
         except TimeoutError:
@@ -400,9 +414,9 @@ class Pipeline:
             try:
                 await self.sink.publish([d])
                 continue
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
+            except (asyncio.CancelledError, Exception) as exc:
+                if isinstance(exc, asyncio.CancelledError) and _cancelled_from_outside(self._stopping):
+                    raise
                 if not getattr(exc, "permanent", False):
                     await self._publish_with_retry([d])
                     continue
@@ -442,9 +456,11 @@ class Pipeline:
                 self.metrics.publish_latency.observe(time.perf_counter() - t0)
                 self.publish_failing = False
                 return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
+            except (asyncio.CancelledError, Exception) as exc:
+                if isinstance(exc, asyncio.CancelledError) and _cancelled_from_outside(self._stopping):
+                    raise
+                # a CancelledError raised inside the client library (this task was not cancelled) is a
+                # failed attempt like any other: retried, never the silent end of the delivery worker
                 attempt += 1
                 self.metrics.publish_errors.inc()
                 self.publish_failing = True

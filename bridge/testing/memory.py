@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
 import orjson
 
@@ -86,6 +86,8 @@ class CapturingSink:
         self.deliveries: list[Delivery] = []
         self.publish_calls = 0
         self.fail_next = 0
+        self.fail_with: Callable[[], BaseException] = lambda: ConnectionError("injected publish failure")
+        """What the next ``fail_next`` publish calls raise (a factory: a fresh exception per call)."""
         self.started = False
 
     async def start(self) -> None:
@@ -98,7 +100,7 @@ class CapturingSink:
         self.publish_calls += 1
         if self.fail_next > 0:
             self.fail_next -= 1
-            raise ConnectionError("injected publish failure")
+            raise self.fail_with()
         self.deliveries.extend(deliveries)
 
     @property
