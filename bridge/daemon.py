@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from bridge.aio import cancelled_from_outside
 from bridge.app import build_dedup_store, build_pipeline
 from bridge.config import BridgeConfig
 from bridge.logs import configure, scrub
@@ -153,9 +154,9 @@ class Daemon:
                 if self.stopping.is_set():
                     return
                 log.warning("source ended; restarting", source=src.name)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
+            except (asyncio.CancelledError, Exception) as exc:
+                if isinstance(exc, asyncio.CancelledError) and cancelled_from_outside():
+                    raise
                 log.error("source failed; reconnecting", source=src.name, error=scrub(f"{type(exc).__name__}: {exc}"))
                 with contextlib.suppress(Exception):
                     await src.stop()

@@ -104,3 +104,33 @@ async def test_a_dead_delivery_worker_stops_the_daemon_with_exit_1_instead_of_st
     daemon.pipeline._count_and_log = bug  # type: ignore[method-assign,assignment]
     assert await _run_until_delivered_or_exit(daemon, src, sink, 5) == 1
     assert src.acks == []  # published, but never settled: redelivered after the restart (at least once)
+
+
+class _SourceFailingOnce(InMemorySource):
+    """Its first ``batches()`` call dies with a CancelledError raised inside it, as a client library may."""
+
+    def __init__(self) -> None:
+        super().__init__(name="mem")
+        self.starts = 0
+
+    async def start(self) -> None:
+        self.starts += 1
+        await super().start()
+
+    async def batches(self):  # type: ignore[no-untyped-def,override]
+        if self.starts == 1:
+            raise asyncio.CancelledError()
+        async for batch in super().batches():
+            yield batch
+
+
+async def test_a_source_dying_with_an_internal_cancelled_error_is_restarted() -> None:
+    """The daemon treats a CancelledError out of a source (not a stop) as a failure: the source is restarted
+    and its events are delivered, instead of its pump ending silently."""
+    cfg = parse_config({"http": {"host": "127.0.0.1", "port": 0}, "reorder": {"enabled": False}})
+    src = _SourceFailingOnce()
+    sink = CapturingSink()
+    daemon = Daemon(cfg, sources=[src], sink=sink)
+    assert await _run_until_delivered_or_exit(daemon, src, sink, 3) is None
+    assert src.starts == 2
+    assert sorted(d.event.id for d in sink.routed) == ["e0", "e1", "e2"] and src.all_acked_once

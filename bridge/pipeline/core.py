@@ -20,6 +20,7 @@ import orjson
 import structlog
 
 from bridge import logs
+from bridge.aio import cancelled_from_outside
 from bridge.envelope import CloudEvent
 from bridge.metrics import Metrics
 from bridge.model import DeadLetter, Delivery, RawMessage, Routed, Sink, SourceBatch
@@ -42,13 +43,6 @@ def _default_normalize(msg: RawMessage) -> tuple[list[CloudEvent], list[Exceptio
 
 
 MAX_DEADLETTER_BYTES = 32 * 1024
-
-
-def _cancelled_from_outside(stopping: bool) -> bool:
-    """True when the current task itself is being cancelled (or we are stopping), as opposed to a
-    CancelledError that a library raised from a future it cancelled internally."""
-    task = asyncio.current_task()
-    return stopping or task is None or task.cancelling() > 0
 
 
 def _bounded(ev: CloudEvent) -> bytes:
@@ -415,7 +409,7 @@ class Pipeline:
                 await self.sink.publish([d])
                 continue
             except (asyncio.CancelledError, Exception) as exc:
-                if isinstance(exc, asyncio.CancelledError) and _cancelled_from_outside(self._stopping):
+                if isinstance(exc, asyncio.CancelledError) and cancelled_from_outside(self._stopping):
                     raise
                 if not getattr(exc, "permanent", False):
                     await self._publish_with_retry([d])
@@ -457,7 +451,7 @@ class Pipeline:
                 self.publish_failing = False
                 return
             except (asyncio.CancelledError, Exception) as exc:
-                if isinstance(exc, asyncio.CancelledError) and _cancelled_from_outside(self._stopping):
+                if isinstance(exc, asyncio.CancelledError) and cancelled_from_outside(self._stopping):
                     raise
                 # a CancelledError raised inside the client library (this task was not cancelled) is a
                 # failed attempt like any other: retried, never the silent end of the delivery worker

@@ -24,6 +24,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import ConsumerStoppedError
 from pydantic import Field
 
+from bridge.aio import cancelled_from_outside
 from bridge.kafka_common import KafkaClientSettings
 from bridge.model import RawMessage, SourceBatch
 
@@ -284,8 +285,7 @@ class KafkaSource:
             try:
                 ok = await self.commit_ready()
             except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if self._stopping or task is None or task.cancelling():
+                if cancelled_from_outside(self._stopping):
                     raise
                 log.warning("kafka.commit_interrupted", source=self.name, detail="cancelled inside the client")
                 ok = False

@@ -24,6 +24,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from bridge.aio import cancelled_from_outside
 from bridge.model import RawMessage, SourceBatch
 
 log = structlog.get_logger(__name__)
@@ -120,9 +121,9 @@ class SqsSource:
                     QueueUrl=self.config.queue_url, AttributeNames=["ApproximateNumberOfMessages"]
                 )
                 self._backlog = int(response["Attributes"]["ApproximateNumberOfMessages"])
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a metric only: log and try again next time
+            except (asyncio.CancelledError, Exception) as exc:  # a metric only: log and try again next time
+                if isinstance(exc, asyncio.CancelledError) and cancelled_from_outside(self._stopping):
+                    raise
                 log.debug("sqs.backlog_unavailable", source=self.name, error=repr(exc))
             await asyncio.sleep(self.config.backlog_poll_seconds)
 
@@ -192,9 +193,9 @@ class SqsSource:
                     VisibilityTimeout=cfg.visibility_timeout,
                     MessageAttributeNames=["All"],
                 )
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
+            except (asyncio.CancelledError, Exception) as exc:
+                if isinstance(exc, asyncio.CancelledError) and cancelled_from_outside(self._stopping):
+                    raise
                 self._healthy = False
                 log.warning("sqs.receive_failed", source=self.name, error=repr(exc), retry_in=backoff)
                 await asyncio.sleep(backoff)
@@ -313,7 +314,9 @@ class SqsSource:
             handles = [h for f in due for h in f.handles if h not in f.lost]
             try:
                 failed = await self._change_visibility(handles, vt)
-            except Exception as exc:  # never let the heartbeat die; the next tick retries
+            except (asyncio.CancelledError, Exception) as exc:  # never let the heartbeat die; the next tick retries
+                if isinstance(exc, asyncio.CancelledError) and cancelled_from_outside(self._stopping):
+                    raise
                 log.warning("sqs.heartbeat_failed", source=self.name, error=repr(exc))
                 continue
             for f in due:

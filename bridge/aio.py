@@ -1,0 +1,16 @@
+"""asyncio helpers shared by the pipeline, the daemon and the connectors."""
+
+from __future__ import annotations
+
+import asyncio
+
+
+def cancelled_from_outside(stopping: bool = False) -> bool:
+    """True when the running task itself is being cancelled (or the caller is stopping).
+
+    False means a ``CancelledError`` was raised by a library from a future it cancelled internally (seen with
+    client libraries during reconnects): the caller should treat it as an ordinary failure and retry, not
+    let a background task end silently.
+    """
+    task = asyncio.current_task()
+    return stopping or task is None or task.cancelling() > 0
