@@ -140,12 +140,15 @@ class Deduplicator:
         inflight = self._inflight
         codes = [FRESH] * len(keys)
         candidates: list[int] = []
-        batch_seen: set[DedupKey] = set()
+        first: dict[DedupKey, int] = {}  # key -> index of its first occurrence among the candidates
+        repeats: list[tuple[int, int]] = []  # (index, index of the first occurrence) of copies in this call
         for i, key in enumerate(keys):
-            if key in inflight or key in batch_seen:
+            if key in inflight:
                 codes[i] = INFLIGHT
+            elif key in first:
+                repeats.append((i, first[key]))
             else:
-                batch_seen.add(key)
+                first[key] = i
                 candidates.append(i)
         if candidates:
             cand_keys = [keys[i] for i in candidates]
@@ -158,6 +161,11 @@ class Deduplicator:
                     codes[i] = SEEN
                 else:
                     inflight[keys[i]] = 1
+        # A copy of a key that occurs earlier in this call is SEEN like that occurrence when it was delivered
+        # before, and INFLIGHT only when that occurrence is now in flight: a copy waiting for an in-flight
+        # original that does not exist would hold its batch's ack (and the source position) forever.
+        for i, j in repeats:
+            codes[i] = SEEN if codes[j] == SEEN else INFLIGHT
         return codes
 
     async def settle(self, keys: Sequence[DedupKey]) -> None:

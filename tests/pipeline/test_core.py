@@ -102,6 +102,23 @@ async def test_duplicates_are_acked_but_not_republished() -> None:
     assert p.metrics.duplicates.labels("memory")._value.get() == 1
 
 
+async def test_two_copies_in_one_batch_of_an_already_delivered_event_do_not_hold_the_ack() -> None:
+    """Regression (found by the benchmark: a partition's commit stalled for good): when an event was delivered
+    earlier and two more copies arrive in one batch, both are dropped as seen and the batch is acked."""
+    sink = CapturingSink()
+    src = InMemorySource([{"id": "1"}], batch_size=10)
+    p = make_pipeline(sink)
+    src.close_input()
+    async for batch in src.batches():
+        await p.submit(batch)
+    await p.flush()
+    src2 = InMemorySource([{"id": "1"}, {"id": "2"}, {"id": "1"}], batch_size=10)
+    await asyncio.wait_for(run_source(p, src2), 5)
+    assert [d.event.id for d in sink.routed] == ["1", "2"]
+    assert src.all_acked_once and src2.all_acked_once and src2.batches_yielded == 1
+    assert p._waiting == {}
+
+
 async def test_events_held_in_the_reorder_buffer_hold_back_their_ack() -> None:
     """A batch whose event waits in the reorder buffer is not acked until that event is published."""
     sink = CapturingSink()

@@ -55,6 +55,16 @@ async def test_duplicates_within_batch_in_flight_and_recorded_are_flagged() -> N
     assert await dedup.split([("s", "1"), ("s", "2"), ("s", "3")]) == [SEEN, SEEN, INFLIGHT]
 
 
+async def test_repeated_copies_of_a_delivered_key_in_one_batch_are_all_seen() -> None:
+    """Two copies of an already delivered key in one call are both SEEN, not one SEEN and one INFLIGHT
+    (nothing is in flight for them to wait for)."""
+    dedup = Deduplicator(MemoryDedupStore(clock=FakeClock()))
+    await dedup.split([("s", "1")])
+    await dedup.settle([("s", "1")])
+    assert await dedup.split([("s", "1"), ("s", "2"), ("s", "1"), ("s", "2")]) == [SEEN, FRESH, SEEN, INFLIGHT]
+    assert dedup.inflight == 1
+
+
 async def test_forgotten_in_flight_key_is_accepted_again() -> None:
     """An event that was never delivered (forgotten at shutdown) is not remembered as delivered."""
     dedup = Deduplicator(MemoryDedupStore(clock=FakeClock()))
@@ -66,7 +76,8 @@ async def test_forgotten_in_flight_key_is_accepted_again() -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.lists(st.integers(0, 30), max_size=20), max_size=15))
 def test_each_id_passes_exactly_once_property(batches: list[list[int]]) -> None:
-    """Whatever the batches, every distinct id passes dedup exactly once and nothing else passes."""
+    """Whatever the batches, every distinct id passes dedup exactly once and nothing else passes, and a copy
+    is flagged in flight only while its original really is."""
     import asyncio
 
     async def run() -> list[int]:
@@ -75,6 +86,8 @@ def test_each_id_passes_exactly_once_property(batches: list[list[int]]) -> None:
         for i, batch in enumerate(batches):
             keys = [("s", str(x)) for x in batch]
             flags = await dedup.split(keys)
+            # a copy flagged INFLIGHT waits for its original: that original must really be in flight
+            assert all(k in dedup._inflight for k, d in zip(keys, flags, strict=True) if d == INFLIGHT)
             fresh = [x for x, d in zip(batch, flags, strict=True) if d == FRESH]
             passed.extend(fresh)
             if i % 2:  # settle every other batch late, to mix in-flight and recorded states
