@@ -14,3 +14,10 @@ def cancelled_from_outside(stopping: bool = False) -> bool:
     """
     task = asyncio.current_task()
     return stopping or task is None or task.cancelling() > 0
+
+
+def reraise_if_cancelled(exc: BaseException, stopping: bool = False) -> None:
+    """Re-raise ``exc`` if it is a real cancellation of the running task (see ``cancelled_from_outside``);
+    for use in ``except (asyncio.CancelledError, Exception)`` blocks that retry everything else."""
+    if isinstance(exc, asyncio.CancelledError) and cancelled_from_outside(stopping):
+        raise exc

@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from bridge.aio import cancelled_from_outside
+from bridge.aio import reraise_if_cancelled
 from bridge.app import build_dedup_store, build_pipeline
 from bridge.config import BridgeConfig
 from bridge.logs import configure, scrub
@@ -155,8 +155,7 @@ class Daemon:
                     return
                 log.warning("source ended; restarting", source=src.name)
             except (asyncio.CancelledError, Exception) as exc:
-                if isinstance(exc, asyncio.CancelledError) and cancelled_from_outside():
-                    raise
+                reraise_if_cancelled(exc)
                 log.error("source failed; reconnecting", source=src.name, error=scrub(f"{type(exc).__name__}: {exc}"))
                 with contextlib.suppress(Exception):
                     await src.stop()

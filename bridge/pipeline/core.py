@@ -20,7 +20,7 @@ import orjson
 import structlog
 
 from bridge import logs
-from bridge.aio import cancelled_from_outside
+from bridge.aio import reraise_if_cancelled
 from bridge.envelope import CloudEvent
 from bridge.metrics import Metrics
 from bridge.model import DeadLetter, Delivery, RawMessage, Routed, Sink, SourceBatch
@@ -409,8 +409,7 @@ class Pipeline:
                 await self.sink.publish([d])
                 continue
             except (asyncio.CancelledError, Exception) as exc:
-                if isinstance(exc, asyncio.CancelledError) and cancelled_from_outside(self._stopping):
-                    raise
+                reraise_if_cancelled(exc, self._stopping)
                 if not getattr(exc, "permanent", False):
                     await self._publish_with_retry([d])
                     continue
@@ -451,8 +450,7 @@ class Pipeline:
                 self.publish_failing = False
                 return
             except (asyncio.CancelledError, Exception) as exc:
-                if isinstance(exc, asyncio.CancelledError) and cancelled_from_outside(self._stopping):
-                    raise
+                reraise_if_cancelled(exc, self._stopping)
                 # a CancelledError raised inside the client library (this task was not cancelled) is a
                 # failed attempt like any other: retried, never the silent end of the delivery worker
                 attempt += 1

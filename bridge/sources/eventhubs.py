@@ -324,7 +324,8 @@ class EventHubsSource:
     async def _on_event_batch(self, context: Any, events: list[Any]) -> None:
         self._healthy = True  # also called with no events every max_wait_time: a liveness signal
         if not events:  # nothing arrived within max_wait_time: the receiver has caught up
-            self._lag[context.partition_id] = 0
+            if self.config.track_last_enqueued:
+                self._lag[context.partition_id] = 0
             return
         self._record_lag(context, events[-1])
         state = self._partitions.get(context.partition_id)

@@ -24,7 +24,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from bridge.aio import cancelled_from_outside
+from bridge.aio import reraise_if_cancelled
 from bridge.model import RawMessage, SourceBatch
 
 log = structlog.get_logger(__name__)
@@ -122,8 +122,7 @@ class SqsSource:
                 )
                 self._backlog = int(response["Attributes"]["ApproximateNumberOfMessages"])
             except (asyncio.CancelledError, Exception) as exc:  # a metric only: log and try again next time
-                if isinstance(exc, asyncio.CancelledError) and cancelled_from_outside(self._stopping):
-                    raise
+                reraise_if_cancelled(exc, self._stopping)
                 log.debug("sqs.backlog_unavailable", source=self.name, error=repr(exc))
             await asyncio.sleep(self.config.backlog_poll_seconds)
 
@@ -194,8 +193,7 @@ class SqsSource:
                     MessageAttributeNames=["All"],
                 )
             except (asyncio.CancelledError, Exception) as exc:
-                if isinstance(exc, asyncio.CancelledError) and cancelled_from_outside(self._stopping):
-                    raise
+                reraise_if_cancelled(exc, self._stopping)
                 self._healthy = False
                 log.warning("sqs.receive_failed", source=self.name, error=repr(exc), retry_in=backoff)
                 await asyncio.sleep(backoff)
@@ -315,8 +313,7 @@ class SqsSource:
             try:
                 failed = await self._change_visibility(handles, vt)
             except (asyncio.CancelledError, Exception) as exc:  # never let the heartbeat die; the next tick retries
-                if isinstance(exc, asyncio.CancelledError) and cancelled_from_outside(self._stopping):
-                    raise
+                reraise_if_cancelled(exc, self._stopping)
                 log.warning("sqs.heartbeat_failed", source=self.name, error=repr(exc))
                 continue
             for f in due:
