@@ -27,11 +27,11 @@ test: install ## Run the whole test suite (starts the test brokers itself)
 	$(BIN)/pytest -q
 
 lint: install ## ruff and mypy --strict
-	$(BIN)/ruff check bridge tests bench
+	$(BIN)/ruff check bridge testbed tests bench
 	$(BIN)/mypy
 
 stack: install ## Run the bridge on a local stack of real brokers and show events flowing, then stop
-	$(BIN)/python -m bridge.stack
+	$(BIN)/python -m testbed.stack
 
 bench: install ## Benchmark: raw pass-through vs the full bridge on 200k events (see BENCHMARKS.md)
 	$(BIN)/python -m bench.run

@@ -24,7 +24,7 @@ import yaml
 
 from bench.memory import peak_rss_mb, rss_mb
 from bridge.config import parse_config
-from bridge.testing.servers import free_port
+from testbed.servers import free_port
 
 # Route 1, EventBridge dialect: every job event that is past "pending".
 JOBS_PATTERN: dict[str, Any] = {"type": [{"prefix": "ml.job."}], "status": [{"anything-but": ["pending"]}]}

@@ -32,7 +32,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.bridge_proc import BridgeProcess, Topics, bench_config, new_http_port
 from bench.kafka import _partitions, producer, send_records
-from bridge.testing.servers import Tansu
+from testbed.servers import Tansu
 
 TICK = 0.005
 

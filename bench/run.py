@@ -29,7 +29,7 @@ from bench.profile import render as render_profile
 from bench.profile import summarize
 from bench.report import render_table
 from bench.throughput import run_baseline, run_bridge
-from bridge.testing.servers import Tansu
+from testbed.servers import Tansu
 
 TARGETS = {"rate": 100_000, "ratio": 0.5, "p99_added_ms": 25.0, "dedup_mb": 150.0}
 

@@ -22,7 +22,7 @@ import orjson
 from bench import profile as pyspy
 from bench.bridge_proc import BridgeProcess, Topics, bench_config, new_http_port
 from bench.kafka import GroupOffsets, timestamp_span
-from bridge.testing.servers import Tansu
+from testbed.servers import Tansu
 
 
 async def run_baseline(kafka: Tansu, source: str, target: str, records: int,

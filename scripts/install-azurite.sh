@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the Azurite storage emulator locally (no -g) into .tools/azurite; idempotent.
 # Usage: scripts/install-azurite.sh [VERSION]     (default: the pinned version below)
-# The launcher bridge/testing/azurite.py looks for .tools/azurite/node_modules/.bin/azurite-blob.
+# The launcher testbed/azurite.py looks for .tools/azurite/node_modules/.bin/azurite-blob.
 set -euo pipefail
 
 VERSION="${1:-${AZURITE_VERSION:-3.37.0}}"

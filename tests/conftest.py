@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.testing.servers import free_port, port_open
+from testbed.servers import free_port, port_open
 
 pytest_plugins = [
     "tests.fixtures.kafka_aws",

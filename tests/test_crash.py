@@ -16,8 +16,8 @@ import orjson
 import pytest
 
 from bridge.testing.events import sagemaker_training_event
-from bridge.testing.kafka import collect, committed_and_end, produce
-from bridge.testing.process import BridgeProcess
+from testbed.kafka import collect, committed_and_end, produce
+from testbed.process import BridgeProcess
 
 N_EVENTS = 10_000
 RESULTS = Path(__file__).resolve().parent.parent / ".bench" / "crash.json"

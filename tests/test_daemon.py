@@ -13,9 +13,9 @@ from typing import Any
 import orjson
 
 from bridge.testing.events import sagemaker_training_event
-from bridge.testing.kafka import collect, committed_and_end, produce
-from bridge.testing.process import BridgeProcess
-from bridge.testing.servers import free_port
+from testbed.kafka import collect, committed_and_end, produce
+from testbed.process import BridgeProcess
+from testbed.servers import free_port
 
 
 def daemon_config(bootstrap: str, raw: str, out_all: str, out_failed: str, dead: str, group: str) -> dict[str, Any]:

@@ -16,8 +16,8 @@ from azure.eventhub.extensions.checkpointstoreblobaio import BlobCheckpointStore
 
 from bridge.sources.eventhubs import namespace_of
 from bridge.testing.events import azureml_run_event
-from bridge.testing.kafka import collect
-from bridge.testing.process import BridgeProcess
+from testbed.kafka import collect
+from testbed.process import BridgeProcess
 
 
 async def test_event_grid_events_through_event_hubs_reach_kafka_once_and_in_order(

@@ -14,8 +14,8 @@ import orjson
 from aiobotocore.session import get_session
 
 from bridge.testing.events import sagemaker_training_event
-from bridge.testing.kafka import collect
-from bridge.testing.process import BridgeProcess
+from testbed.kafka import collect
+from testbed.process import BridgeProcess
 
 
 async def test_eventbridge_to_sqs_to_bridge_to_kafka(

@@ -10,10 +10,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_local_stack_routes_every_unique_corpus_event_and_stops_cleanly(tmp_path: Path) -> None:
-    """`python -m bridge.stack` (what `make stack` runs) exits 0 having routed every unique event and
+    """`python -m testbed.stack` (what `make stack` runs) exits 0 having routed every unique event and
     stopped the bridge with SIGTERM."""
     res = subprocess.run(
-        [sys.executable, "-m", "bridge.stack", "--workdir", str(tmp_path)],
+        [sys.executable, "-m", "testbed.stack", "--workdir", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=240,

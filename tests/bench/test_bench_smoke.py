@@ -17,7 +17,7 @@ from bench.report import render_table
 from bench.run import build_parser, run, write_results
 from bridge.model import RawMessage
 from bridge.normalize import normalize_all
-from bridge.testing.servers import Tansu
+from testbed.servers import Tansu
 
 
 def test_generate_makes_the_requested_mix(shared_dir: Path) -> None:

@@ -15,7 +15,7 @@ from aiokafka.partitioner import murmur2
 from bridge.envelope import CloudEvent
 from bridge.model import DeadLetter, Delivery, Routed
 from bridge.sinks.kafka import KafkaPublishError, KafkaSink, KafkaSinkConfig, decode_record
-from bridge.testing.servers import Tansu, free_port
+from testbed.servers import Tansu, free_port
 
 
 def event(n: int, subject: str = "training-job/kmeans-1", **changes: Any) -> CloudEvent:

@@ -11,8 +11,8 @@ from bridge.pipeline.core import Pipeline
 from bridge.pipeline.router import Route, Router
 from bridge.sinks.kafka import KafkaSink, KafkaSinkConfig
 from bridge.testing.events import sagemaker_training_event
-from bridge.testing.kafka import collect
 from bridge.testing.memory import InMemorySource
+from testbed.kafka import collect
 
 
 async def test_oversized_event_goes_to_the_deadletter_topic_and_others_flow(

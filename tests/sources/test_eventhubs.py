@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from bridge.model import SourceBatch
 from bridge.sources.eventhubs import EventHubsSource, EventHubsSourceConfig, parse_starting_position
-from bridge.testing.eventhubs_server import EventHubsServer
+from testbed.eventhubs_server import EventHubsServer
 
 TIMEOUT = 20.0
 

@@ -22,8 +22,8 @@ from pydantic import ValidationError
 from bridge.kafka_common import KafkaClientSettings, event_hubs_settings
 from bridge.model import SourceBatch
 from bridge.sources.kafka import KafkaSource, KafkaSourceConfig, OffsetTracker
-from bridge.testing.servers import Tansu, free_port
 from bridge.testing.sources import collect_batches
+from testbed.servers import Tansu, free_port
 from tests.fixtures.kafka_aws import unique
 
 Record = tuple[int, bytes | None, bytes | None, list[tuple[str, bytes]]]

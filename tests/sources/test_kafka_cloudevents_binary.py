@@ -11,7 +11,7 @@ import orjson
 
 from bridge.normalize import normalize_all
 from bridge.sources.kafka import KafkaSource, KafkaSourceConfig
-from bridge.testing.kafka import produce
+from testbed.kafka import produce
 
 
 async def test_binary_mode_record_from_kafka_normalizes(tansu_bootstrap: str, kafka_topic: Callable[..., str]) -> None:

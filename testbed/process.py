@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from bridge.testing.servers import free_port
+from testbed.servers import free_port
 
 
 class BridgeProcess:

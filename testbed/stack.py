@@ -256,9 +256,9 @@ def scrape(port: int) -> dict[str, float]:
 
 
 async def run_stack(workdir: Path, timeout: float) -> int:
-    from bridge.testing.azurite import Azurite
-    from bridge.testing.eventhubs_server import EventHubsServer
-    from bridge.testing.servers import MotoServer, Tansu, free_port
+    from testbed.azurite import Azurite
+    from testbed.eventhubs_server import EventHubsServer
+    from testbed.servers import MotoServer, Tansu, free_port
 
     workdir.mkdir(parents=True, exist_ok=True)
     random.seed(7)
@@ -335,7 +335,7 @@ async def run_stack(workdir: Path, timeout: float) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bridge.stack", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m testbed.stack", description=__doc__)
     p.add_argument("--workdir", default=str(ROOT / ".stack"))
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the output")
     args = p.parse_args(argv)

@@ -14,7 +14,7 @@ import boto3  # type: ignore[import-untyped]
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from bridge.testing.servers import ManagedProcess, MotoServer, ServerError, Tansu, free_port, port_open
+from testbed.servers import ManagedProcess, MotoServer, ServerError, Tansu, free_port, port_open
 
 
 class _Stubborn(ManagedProcess):
@@ -113,8 +113,8 @@ async def test_async_start_and_stop(tmp_path: Path) -> None:
 
 
 def test_module_entry_point_runs_until_sigterm(tmp_path: Path) -> None:
-    """`python -m bridge.testing.servers tansu moto` prints the endpoints, serves, and exits 0 on SIGTERM."""
-    cmd = [sys.executable, "-m", "bridge.testing.servers", "tansu", "moto", "--topic", "ml.events.raw"]
+    """`python -m testbed.servers tansu moto` prints the endpoints, serves, and exits 0 on SIGTERM."""
+    cmd = [sys.executable, "-m", "testbed.servers", "tansu", "moto", "--topic", "ml.events.raw"]
     cmd += ["--log-dir", str(tmp_path)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     try:

@@ -18,9 +18,9 @@ from azure.eventhub.aio import EventHubConsumerClient, EventHubProducerClient
 from azure.eventhub.exceptions import EventHubError
 from proton import Message
 
-from bridge.testing.amqp_padding import pad_frame
-from bridge.testing.eventhubs_server import EventHubsServer, emulator_connection_string, free_port
-from bridge.testing.eventhubs_store import EventStore, encode_event, parse_selector, start_index, unpack_batch
+from testbed.amqp_padding import pad_frame
+from testbed.eventhubs_server import EventHubsServer, emulator_connection_string, free_port
+from testbed.eventhubs_store import EventStore, encode_event, parse_selector, start_index, unpack_batch
 
 TIMEOUT = 20.0
 
@@ -249,10 +249,10 @@ def test_pad_frame_fills_every_performative_field() -> None:
 
 
 async def test_command_line_server_serves_the_sdk_and_stops_on_sigterm() -> None:
-    """``python -m bridge.testing.eventhubs_server`` serves the given hub and partitions, exits on SIGTERM."""
+    """``python -m testbed.eventhubs_server`` serves the given hub and partitions, exits on SIGTERM."""
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        *[sys.executable, "-m", "bridge.testing.eventhubs_server", "--host", "127.0.0.1"],
+        *[sys.executable, "-m", "testbed.eventhubs_server", "--host", "127.0.0.1"],
         *["--port", str(port), "--hub", "cli", "--partitions", "3"],
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,

@@ -8,7 +8,7 @@ specialise it. Usable from pytest fixtures, the bench and scripts::
         kafka.create_topic("ml.events.raw", partitions=3)
         print(kafka.bootstrap)        # 127.0.0.1:PORT
 
-    python -m bridge.testing.servers tansu moto --topic ml.events.raw   # runs until Ctrl-C
+    python -m testbed.servers tansu moto --topic ml.events.raw   # runs until Ctrl-C
 """
 
 from __future__ import annotations
@@ -327,7 +327,7 @@ class MotoServer(ManagedProcess):
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen servers until interrupted, printing where they listen."""
     parser = argparse.ArgumentParser(
-        prog="python -m bridge.testing.servers", description="Run local test brokers."
+        prog="python -m testbed.servers", description="Run local test brokers."
     )
     parser.add_argument("servers", nargs="+", choices=["tansu", "moto"])
     parser.add_argument("--host", default=DEFAULT_HOST)

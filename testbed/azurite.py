@@ -16,13 +16,13 @@ from pathlib import Path
 
 import structlog
 
-from bridge.testing.servers import port_open
+from testbed.servers import port_open
 
 log = structlog.get_logger(__name__)
 
 ACCOUNT_NAME = "devstoreaccount1"
 ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PREFIX = REPO_ROOT / ".tools" / "azurite"
 
 

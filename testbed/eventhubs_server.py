@@ -21,7 +21,7 @@ For tests and the local stack (there is no Event Hubs emulator to run here). Sup
 Proton omits trailing null performative fields, which the SDK's pyamqp cannot parse; clients therefore
 connect through ``amqp_padding.PaddingProxy`` (the public port), which relays to proton on an internal port.
 
-Run: ``python -m bridge.testing.eventhubs_server --port 5672 --hub NAME --partitions 2``, or in process with
+Run: ``python -m testbed.eventhubs_server --port 5672 --hub NAME --partitions 2``, or in process with
 ``EventHubsServer(...).start()`` / ``.stop()`` (it runs the proton reactor in a daemon thread).
 """
 
@@ -41,8 +41,8 @@ from proton import Condition, Delivery, Endpoint, Message, symbol
 from proton.handlers import IncomingMessageHandler, MessagingHandler
 from proton.reactor import ApplicationEvent, Container, EventInjector
 
-from bridge.testing.amqp_padding import PaddingProxy
-from bridge.testing.eventhubs_store import (
+from testbed.amqp_padding import PaddingProxy
+from testbed.eventhubs_store import (
     EventStore,
     StoredEvent,
     encode_event,
@@ -50,7 +50,7 @@ from bridge.testing.eventhubs_store import (
     unpack_batch,
     with_runtime_metrics,
 )
-from bridge.testing.servers import free_port
+from testbed.servers import free_port
 
 log = structlog.get_logger(__name__)
 

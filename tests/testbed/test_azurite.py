@@ -9,9 +9,9 @@ import pytest
 from azure.eventhub.extensions.checkpointstoreblobaio import BlobCheckpointStore
 from azure.storage.blob.aio import ContainerClient
 
-from bridge.testing import azurite as azurite_module
-from bridge.testing.azurite import Azurite, AzuriteNotInstalled, find_executable
-from bridge.testing.eventhubs_server import free_port
+from testbed import azurite as azurite_module
+from testbed.azurite import Azurite, AzuriteNotInstalled, find_executable
+from testbed.eventhubs_server import free_port
 
 
 def _listening(port: int) -> bool:
