@@ -184,8 +184,9 @@ class Daemon:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
         await self._start_http()
-        if not await self._with_backoff("sink", self.sink.start):
+        if not await self._with_backoff("sink", self.sink.start):  # stopped while still connecting
             await self._shutdown_http()
+            log.info("bridge stopped", exit_code=0)
             return 0
         self.sink_ready = True
         worker = self.pipeline.start()

@@ -3,6 +3,11 @@
 Connection strings, keys and passwords never reach the output: the ``redact`` processor rewrites
 ``SharedAccessKey=..``, ``AccountKey=..``, ``SharedAccessSignature ..``, ``sig=..``, URL passwords
 (``redis://user:PASS@host``) and any field whose name looks secret.
+
+The bridge's own structlog loggers and the libraries' stdlib loggers (aiokafka, azure, botocore, ...) share
+one processor chain: stdlib records go through ``structlog.stdlib.ProcessorFormatter`` on the root handler,
+so every line on stderr is rendered the same way (JSON by default) and scrubbed by ``redact``, tracebacks
+included.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
+from structlog.typing import Processor
 
 _SECRET_FIELD = re.compile(r"(password|secret|key|token|connection_string|credential)", re.I)
 _PATTERNS = [
@@ -24,6 +30,8 @@ _PATTERNS = [
     (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@", re.I), r"\1***@"),
     (re.compile(r"(aws_secret_access_key['\"]?\s*[:=]\s*['\"]?)[^'\"\s,]+", re.I), r"\1***"),
 ]
+# libraries whose INFO/DEBUG chatter is never wanted: they log at WARNING and above whatever log.level says
+LIBRARY_LOGGERS = ("aiokafka", "azure", "botocore", "aiobotocore", "uamqp", "urllib3", "asyncio")
 
 
 def scrub(text: str) -> str:
@@ -46,24 +54,46 @@ def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapp
 debug_enabled = False  # per-event logs on the hot path are written only when this is set
 
 
+class _BridgeHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The root handler ``configure`` installs (replaced, never stacked, when ``configure`` runs again)."""
+
+
+def _renderer(fmt: str) -> Processor:
+    if fmt == "json":
+        return structlog.processors.JSONRenderer()
+    return structlog.dev.ConsoleRenderer(colors=False)
+
+
 def configure(level: str = "info", fmt: str = "json") -> None:
+    """Send every log line, the bridge's and the libraries', to stderr through one scrubbing chain."""
     global debug_enabled
     lvl = getattr(logging, level.upper(), logging.INFO)
     debug_enabled = lvl <= logging.DEBUG
-    logging.basicConfig(stream=sys.stderr, level=lvl, format="%(message)s")
-    for noisy in ("aiokafka", "azure", "botocore", "aiobotocore", "uamqp", "urllib3"):
-        logging.getLogger(noisy).setLevel(max(lvl, logging.WARNING))
-    renderer: Any = (structlog.processors.JSONRenderer() if fmt == "json"
-                     else structlog.dev.ConsoleRenderer(colors=False))
+    # what both kinds of record go through before they are rendered
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    # format_exc_info before redact: a traceback's text is scrubbed like any other value
+    tail: list[Processor] = [structlog.processors.format_exc_info, redact, _renderer(fmt)]
+
+    handler = _BridgeHandler(sys.stderr)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail],
+    ))
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _BridgeHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(lvl)
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(max(lvl, logging.WARNING))
+    logging.captureWarnings(True)  # warnings.warn from libraries: a JSON line too, not bare text
+
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            redact,
-            renderer,
-        ],
+        processors=[*shared, *tail],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
