@@ -93,7 +93,7 @@ def cmd_normalize(args: argparse.Namespace) -> int:
         for n, body in _lines(src):
             events, errors = normalize_all(RawMessage(body, {}, "normalize", f"line {n}"))
             for ev in events:
-                out.write(orjson.dumps(ev.to_dict()) + b"\n")
+                out.write(ev.to_json() + b"\n")
             for err in errors:
                 failed += 1
                 print(f"line {n}: {getattr(err, 'reason', err)}", file=sys.stderr)

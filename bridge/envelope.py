@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
-import orjson
+from bridge import jsonutil
 
 SPECVERSION: Final = "1.0"
 JSON: Final = "application/json"
@@ -92,4 +92,4 @@ class CloudEvent:
         return attrs
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.to_dict())
+        return jsonutil.dumps(self.to_dict())

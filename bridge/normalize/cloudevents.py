@@ -1,4 +1,7 @@
-"""CloudEvents 1.0 input: structured JSON (one object or a batch element) and Kafka binary mode.
+"""CloudEvents input: structured JSON (one object or a batch element) and Kafka binary mode.
+
+``specversion`` 1.0 is read as is and 0.3 is converted to 1.0 (``schemaurl`` becomes ``dataschema``;
+``datacontentencoding: base64`` data is decoded); any other value, or none, is a ``NormalizeError``.
 
 Attributes other than the CloudEvents core ones and the ones the bridge sets itself go to ``extensions``.
 An input whose ``type`` is already canonical and which carries ``platform`` (the bridge's own output fed
@@ -9,11 +12,12 @@ platform is ``sagemaker`` when ``source`` starts with ``aws.``, else ``azureml``
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping
 from typing import Any, Final
 
-import orjson
-
+from bridge import jsonutil
 from bridge.envelope import (
     DATA_DRIFT_DETECTED,
     ENDPOINT_STATUS_CHANGED,
@@ -24,12 +28,13 @@ from bridge.envelope import (
     PLATFORM_AZUREML,
     PLATFORM_SAGEMAKER,
     RESOURCE_STATUS_CHANGED,
+    SPECVERSION,
     STATUSES,
     CloudEvent,
 )
 from bridge.normalize.azure import azure_status
 from bridge.normalize.errors import NormalizeError
-from bridge.normalize.fields import require_id, require_str, require_time
+from bridge.normalize.fields import json_kind, require_id, require_str, require_time
 from bridge.normalize.mapping import azure_spec
 from bridge.normalize.sequence import compute_sequence, payload_sequencer
 
@@ -91,9 +96,56 @@ def from_attributes(attrs: dict[str, Any], data: Any, original: dict[str, Any]) 
     )
 
 
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _v03_data(attrs: dict[str, Any], data: Any) -> Any:
+    """The data of a CloudEvents 0.3 event whose ``datacontentencoding`` says how ``data`` is encoded."""
+    encoding = attrs.pop("datacontentencoding")
+    if type(encoding) is not str or encoding.lower() != "base64":
+        raise NormalizeError(f"unsupported CloudEvents 0.3 datacontentencoding {_shown(encoding)} (only base64)")
+    if type(data) is not str:
+        raise NormalizeError(f"CloudEvents 0.3 base64 data is a JSON {json_kind(data)}, not a string")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise NormalizeError("CloudEvents 0.3 data is not valid base64") from None
+    return _decode_data(raw, attrs.get("datacontenttype"), "CloudEvents 0.3 base64 data")
+
+
+def _upgrade(attrs: dict[str, Any], data: Any, *, structured: bool = True) -> tuple[dict[str, Any], Any]:
+    """CloudEvents 1.0 attributes and data of an event of any ``specversion`` the bridge reads.
+
+    1.0 is taken as is; 0.3 is converted (the 1.0 spec's changes: ``schemaurl`` became ``dataschema``, and
+    ``datacontentencoding: base64`` was replaced by binary data, decoded here); any other value, or none,
+    is an error: its attributes may mean something else.
+    """
+    version = attrs.get("specversion")
+    if version == SPECVERSION:
+        return attrs, data
+    if version == "0.3":
+        attrs = dict(attrs)
+        attrs["specversion"] = SPECVERSION
+        if "schemaurl" in attrs:
+            schema = attrs.pop("schemaurl")
+            attrs.setdefault("dataschema", schema)
+        if "datacontentencoding" in attrs:  # binary mode: the record value is the data itself
+            data = _v03_data(attrs, data) if structured else data
+            attrs.pop("datacontentencoding", None)
+        return attrs, data
+    if version is None:
+        raise NormalizeError("missing required field 'specversion' (CloudEvents 1.0 or 0.3)")
+    raise NormalizeError(
+        f"unsupported CloudEvents specversion {_shown(version)}: the bridge reads 1.0 and converts 0.3"
+    )
+
+
 def from_structured(ev: dict[str, Any]) -> CloudEvent:
-    """One CloudEvents structured-mode JSON object."""
-    return from_attributes(ev, ev.get("data"), ev)
+    """One CloudEvents structured-mode JSON object (1.0, or 0.3 converted to 1.0)."""
+    attrs, data = _upgrade(ev, ev.get("data"))
+    return from_attributes(attrs, data, ev)
 
 
 def _header_text(name: str, value: bytes | str) -> str:
@@ -120,22 +172,22 @@ def from_binary(headers: Mapping[str, bytes], body: bytes) -> CloudEvent:
             content_type = _header_text(name, value)
     if content_type is not None:
         attrs["datacontenttype"] = content_type
-    data: Any = None
-    if body:
-        if content_type is None or "json" in content_type.lower():
-            try:
-                data = orjson.loads(body)
-            except orjson.JSONDecodeError as exc:
-                raise NormalizeError(
-                    f"malformed JSON in binary-mode data: {exc.msg} at line {exc.lineno} column {exc.colno}"
-                ) from None
-        else:
-            try:
-                data = body.decode("utf-8")
-            except UnicodeDecodeError:
-                raise NormalizeError(
-                    f"binary-mode data with content-type {content_type!r} is not UTF-8 text"
-                ) from None
+    data = _decode_data(body, content_type, "binary-mode data") if body else None
     original = dict(attrs)
     original["data"] = data
+    attrs, data = _upgrade(attrs, data, structured=False)
     return from_attributes(attrs, data, original)
+
+
+def _decode_data(body: bytes, content_type: object, what: str) -> Any:
+    """Data bytes as JSON when the content type is absent or a JSON type, else as UTF-8 text."""
+    if content_type is None or (type(content_type) is str and "json" in content_type.lower()):
+        try:
+            return jsonutil.loads(body)
+        except jsonutil.JSONDecodeError as exc:
+            where = f"line {exc.lineno} column {exc.colno}"
+            raise NormalizeError(f"malformed JSON in {what}: {exc.msg} at {where}") from None
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise NormalizeError(f"{what} with content-type {_shown(content_type)} is not UTF-8 text") from None

@@ -3,17 +3,16 @@
 Shapes, tried in this order on each JSON object: CloudEvents structured (``specversion``), Event Grid
 (``eventType``), EventBridge (``detail-type``), SNS notification (``Type: Notification`` with a JSON
 ``Message`` holding one event object; the unwrapped event is the ``original``), and finally an object with
-``type`` but no ``specversion`` read as a CloudEvent. A JSON array gives one event per element; a bad element
-gives a ``NormalizeError`` with its 0-based ``index`` and does not stop the others. Kafka binary mode (a
-``ce_specversion`` header) bypasses body-shape detection.
+``type`` but no ``specversion``: a CloudEvent without its version, an error saying so. A JSON array gives
+one event per element; a bad element gives a ``NormalizeError`` with its 0-based ``index`` and does not stop
+the others. Kafka binary mode (a ``ce_specversion`` header) bypasses body-shape detection.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
+from bridge import jsonutil
 from bridge.envelope import CloudEvent
 from bridge.model import RawMessage
 from bridge.normalize.azure import from_eventgrid
@@ -30,8 +29,8 @@ def _from_sns(obj: dict[str, Any]) -> CloudEvent:
     if type(message) is not str:
         raise NormalizeError(f"unsupported shape: SNS Message is a JSON {json_kind(message)}, not a string")
     try:
-        inner = orjson.loads(message)
-    except orjson.JSONDecodeError as exc:
+        inner = jsonutil.loads(message)
+    except jsonutil.JSONDecodeError as exc:
         raise NormalizeError(
             f"malformed JSON in SNS Message: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
@@ -73,8 +72,8 @@ def normalize_all(msg: RawMessage) -> Result:
         except NormalizeError as exc:
             return [], [exc]
     try:
-        doc = orjson.loads(msg.body)
-    except orjson.JSONDecodeError as exc:
+        doc = jsonutil.loads(msg.body)
+    except jsonutil.JSONDecodeError as exc:
         return [], [NormalizeError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")]
     if type(doc) is dict:
         try:

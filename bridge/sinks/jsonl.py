@@ -5,16 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import IO
 
-import orjson
-
+from bridge import jsonutil
 from bridge.model import Delivery, Routed
 
 
 def delivery_line(d: Delivery) -> bytes:
     if isinstance(d, Routed):
         ev = d.event
-        return orjson.dumps({"route": d.route, "topic": d.topic, "key": ev.partitionkey, "event": ev.to_dict()})
-    return orjson.dumps({
+        return jsonutil.dumps({"route": d.route, "topic": d.topic, "key": ev.partitionkey, "event": ev.to_dict()})
+    return jsonutil.dumps({
         "route": "deadletter",
         "topic": d.topic,
         "error": d.reason,

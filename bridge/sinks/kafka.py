@@ -21,12 +21,12 @@ import random
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-import orjson
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 from pydantic import Field
 
+from bridge import jsonutil
 from bridge.envelope import CloudEvent
 from bridge.kafka_common import KafkaClientSettings
 from bridge.model import DeadLetter, Delivery, Routed
@@ -92,7 +92,7 @@ def _attr_bytes(value: Any) -> bytes:
         return b"true" if value else b"false"
     if isinstance(value, int | float):
         return str(value).encode()
-    return orjson.dumps(value)
+    return jsonutil.dumps(value)
 
 
 _CT_JSON: Header = ("content-type", b"application/json")
@@ -139,7 +139,7 @@ def encode_event(
     key = event.partitionkey.encode()
     if mode == "structured":
         return key, event.to_json(), [("content-type", STRUCTURED_CONTENT_TYPE.encode())]
-    value = orjson.dumps(event.data) if event.data is not None else b""
+    value = jsonutil.dumps(event.data) if event.data is not None else b""
     return key, value, ce_headers(event)
 
 
@@ -161,7 +161,7 @@ def decode_record(
     hdrs = dict(headers.items() if isinstance(headers, Mapping) else headers)
     content_type = (hdrs.get("content-type") or b"").decode()
     if content_type.startswith("application/cloudevents"):
-        decoded = orjson.loads(value or b"null")
+        decoded = jsonutil.loads(value or b"null")
         if not isinstance(decoded, dict):
             raise ValueError("structured record value is not a JSON object")
         return decoded
@@ -176,7 +176,7 @@ def decode_record(
     if content_type:
         event["datacontenttype"] = content_type
     if value:
-        event["data"] = orjson.loads(value) if "json" in content_type or not content_type else value.decode()
+        event["data"] = jsonutil.loads(value) if "json" in content_type or not content_type else value.decode()
     return event
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
-import orjson
-
+from bridge import jsonutil
 from bridge.model import DeadLetter, Delivery, RawMessage, Routed, SourceBatch
 
 
@@ -32,7 +31,7 @@ class InMemorySource:
 
     def put(self, body: bytes | str | dict[str, object], headers: dict[str, bytes] | None = None) -> None:
         if isinstance(body, dict):
-            raw = orjson.dumps(body)
+            raw = jsonutil.dumps(body)
         elif isinstance(body, str):
             raw = body.encode()
         else:

@@ -216,3 +216,28 @@ async def test_start_fails_when_no_broker_answers() -> None:
     with pytest.raises(KafkaConnectionError):
         await sink.start()
     assert not sink.ready
+
+
+@pytest.mark.parametrize("mode", ["binary", "structured"])
+async def test_big_integers_reach_kafka_exactly(
+    tansu_bootstrap: str, kafka_topic: Callable[..., str], mode: str
+) -> None:
+    """A data integer beyond 64 bits is in the Kafka record exactly (decoded with the standard library)."""
+    import json
+
+    topic = kafka_topic("bigint", partitions=1)
+    n = 2**64 + 12345
+    ev = event(1, data={"Huge": n, "Neg": -n, "Deep": [[[n]]]}, extensions={"bigext": n})
+    sink = sink_for(tansu_bootstrap, mode=mode)
+    await sink.start()
+    try:
+        await sink.publish([Routed("all", topic, ev)])
+    finally:
+        await sink.stop()
+    (record,) = await consume(tansu_bootstrap, topic, 1)
+    decoded = json.loads(record.value)
+    data = decoded if mode == "binary" else decoded["data"]
+    assert data == {"Huge": n, "Neg": -n, "Deep": [[[n]]]}
+    assert decode_record(record.value, record.headers)["data"]["Huge"] == n
+    if mode == "binary":
+        assert dict(record.headers)["ce_bigext"] == str(n).encode()
