@@ -5,6 +5,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 AZURITE := .tools/azurite/node_modules/.bin/azurite-blob
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE ?= ml-event-bridge:$(VERSION)
+DOCKER ?= docker
+DOCKER_BUILD_FLAGS ?=
+LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --custom-compile-command "make lock" --quiet
 
 .DEFAULT_GOAL := help
 
@@ -30,6 +35,13 @@ lint: install ## ruff and mypy --strict
 	$(BIN)/ruff check bridge testbed tests bench
 	$(BIN)/mypy
 
+image: ## Build the container image ml-event-bridge:VERSION (DOCKER_BUILD_FLAGS=--network=host where the engine has no bridge)
+	$(DOCKER) build $(DOCKER_BUILD_FLAGS) -t $(IMAGE) .
+
+lock: install ## Regenerate requirements.lock and requirements-build.lock (hashes; LOCK_ARGS=--upgrade to update pins)
+	$(BIN)/uv pip compile pyproject.toml $(LOCK_FLAGS) $(LOCK_ARGS) -o requirements.lock
+	$(BIN)/uv pip compile requirements-build.in $(LOCK_FLAGS) $(LOCK_ARGS) -o requirements-build.lock
+
 stack: install ## Run the bridge on a local stack of real brokers and show events flowing, then stop
 	$(BIN)/python -m testbed.stack
 
@@ -39,4 +51,4 @@ bench: install ## Benchmark: raw pass-through vs the full bridge on 200k events 
 clean: ## Remove the venv, tools and caches
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
-.PHONY: help install test lint stack bench clean
+.PHONY: help install test lint image lock stack bench clean

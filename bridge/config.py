@@ -9,7 +9,6 @@ validation. Each connector's config model lives beside its code (``bridge/source
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -25,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from bridge.envsubst import expand
 from bridge.filters import FilterError, compile_filter
 from bridge.sinks.kafka import KafkaSinkConfig
 from bridge.sources.eventhubs import EventHubsSourceConfig
@@ -182,9 +182,6 @@ class ConfigError(Exception):
         super().__init__(f"invalid configuration{f' in {source}' if source else ''}:\n{lines}")
 
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
 _SOURCE_TAGS = {"kafka", "sqs", "eventhubs"}
 
 
@@ -208,16 +205,10 @@ def substitute_env(
         return [substitute_env(v, env, (*path, i), errs) for i, v in enumerate(tree)]
     if isinstance(tree, str) and "${" in tree:
 
-        def repl(m: re.Match[str]) -> str:
-            name, default = m.group(1), m.group(2)
-            if name in env:
-                return env[name]
-            if default is not None:
-                return default
+        def missing(name: str) -> None:
             errs.append((_loc(path), f"environment variable {name} is not set (and no ${{{name}:-default}})"))
-            return ""
 
-        return _VAR.sub(repl, tree)
+        return expand(tree, env, missing)
     return tree
 
 

@@ -191,14 +191,23 @@ def test_bridge_port_matches_config_http_port(
     assert config["http"]["host"] == "0.0.0.0"
 
 
-def test_bridge_healthcheck_probes_healthz(
+def test_bridge_healthcheck_probes_the_configured_port_without_a_proxy(
     services: dict[str, dict[str, Any]], config: dict[str, Any]
 ) -> None:
-    """The bridge healthcheck GETs /healthz on the configured port without curl."""
-    test = services["bridge"]["healthcheck"]["test"]
-    text = " ".join(test) if isinstance(test, list) else test
-    assert f"127.0.0.1:{config['http']['port']}/healthz" in text
-    assert "curl" not in text and "wget" not in text
+    """The healthcheck runs the image's proxy-free probe on the mounted config, so it follows http.port; it names
+    no port, URL, urllib or curl of its own."""
+    from bridge.healthcheck import health_url
+
+    bridge = services["bridge"]
+    test = bridge["healthcheck"]["test"]
+    assert test[:4] == ["CMD", "python", "-m", "bridge.healthcheck"]
+    assert test[4:] == ["--config", "/etc/bridge/config.yaml"]
+    assert ("./config/compose.yaml", test[5]) in _bind_mounts(bridge)
+    text = " ".join(test)
+    for banned in ("8080", "http://", "urllib", "curl", "wget"):
+        assert banned not in text
+    url = health_url(BRIDGE_CONFIG, _env(bridge))
+    assert url == f"http://127.0.0.1:{config['http']['port']}/healthz"
 
 
 def test_bridge_waits_for_healthy_dependencies(services: dict[str, dict[str, Any]]) -> None:

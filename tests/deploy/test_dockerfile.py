@@ -104,14 +104,39 @@ def test_dockerfile_is_multi_stage_with_slim_runtime(stages: list[Stage]) -> Non
 
 
 def test_builder_builds_a_wheel_into_a_venv(stages: list[Stage]) -> None:
-    """The builder installs the project's wheel into a venv and the final stage copies that venv."""
+    """The builder builds the project's wheel with a separate build venv and installs it into a pip-less
+    /opt/venv, which the final stage copies."""
     builder_runs = " ".join(i.args for s in stages[:-1] for i in s.all("RUN"))
-    assert "-m venv /opt/venv" in builder_runs
-    assert "pip wheel" in builder_runs and "/opt/venv/bin/pip install /wheels/" in builder_runs
+    assert "-m venv --without-pip /opt/venv" in builder_runs
+    assert "/opt/build/bin/pip wheel --no-build-isolation --no-deps" in builder_runs
+    assert "--python /opt/venv/bin/python install --no-deps /wheels/" in builder_runs
+    assert "--python /opt/venv/bin/python check" in builder_runs
     final_copies = [i.args for i in stages[-1].all("COPY")]
     assert any("/opt/venv /opt/venv" in c for c in final_copies)
+    assert not any("/opt/build" in c for c in final_copies)
     env = " ".join(i.args for i in stages[-1].all("ENV"))
     assert "PATH=/opt/venv/bin:" in env
+
+
+def test_builder_installs_only_from_the_hash_checked_locks(stages: list[Stage]) -> None:
+    """Every pip install of the builder takes pinned, hashed wheels from the two lock files, or the project's own
+    wheel without dependencies: nothing is resolved or upgraded at build time."""
+    builder = [i for s in stages[:-1] for i in s.all("RUN")]
+    installs = [part.strip() for i in builder for part in i.args.split("&&") if re.search(r"\bpip\b.* install ", part)]
+    assert len(installs) == 3, installs
+    locks = set()
+    for cmd in installs:
+        assert "--upgrade" not in cmd and " -U " not in cmd, cmd
+        if "/wheels/" in cmd:
+            assert "--no-deps" in cmd, cmd
+            continue
+        assert "--require-hashes" in cmd and "--only-binary :all:" in cmd, cmd
+        m = re.search(r"-r (\S+)", cmd)
+        assert m, cmd
+        locks.add(m.group(1))
+    assert locks == {"requirements.lock", "requirements-build.lock"}
+    copied = " ".join(i.args for s in stages[:-1] for i in s.all("COPY"))
+    assert "requirements-build.lock" in copied and "requirements.lock" in copied
 
 
 def test_final_stage_runs_as_fixed_non_root_uid(stages: list[Stage]) -> None:
@@ -128,6 +153,14 @@ def test_final_stage_runs_as_fixed_non_root_uid(stages: list[Stage]) -> None:
     assert idx_user < idx_entry
 
 
+def test_config_dir_stays_owned_by_root(stages: list[Stage]) -> None:
+    """/etc/bridge is created root-owned and read-only to others: the daemon's user cannot rewrite its config."""
+    runs = " ".join(i.args for i in stages[-1].all("RUN"))
+    assert "install -d -o root -g root -m 0755 /etc/bridge" in runs
+    assert not re.search(r"\bchown\b[^&]*/etc/bridge", runs)
+    assert not re.search(r"\bchmod\b[^&]*/etc/bridge", runs)
+
+
 def test_final_stage_installs_no_build_tools(stages: list[Stage]) -> None:
     """The runtime stage installs nothing with apt or pip, so no compiler or fetch tool lands in it."""
     final_runs = " ".join(i.args for i in stages[-1].all("RUN"))
@@ -137,21 +170,22 @@ def test_final_stage_installs_no_build_tools(stages: list[Stage]) -> None:
         assert not re.search(rf"\b{re.escape(tool)}\b", final_runs), tool
 
 
-def test_healthcheck_calls_healthz_with_python_urllib(stages: list[Stage]) -> None:
-    """HEALTHCHECK probes /healthz on the exposed port with python's urllib (slim has no curl)."""
+def test_healthcheck_runs_the_proxy_free_probe_on_the_configured_port(stages: list[Stage]) -> None:
+    """HEALTHCHECK runs bridge.healthcheck (http.client, no proxy, port from the mounted config), not urllib or curl;
+    the probe's defaults are the config path the CMD runs and the exposed port."""
+    from bridge import healthcheck
+
     final = stages[-1]
     checks = final.all("HEALTHCHECK")
     assert len(checks) == 1
-    cmd = checks[0].args
-    assert "CMD" in cmd and "python" in cmd and "urllib.request" in cmd
-    assert "curl" not in cmd and "wget" not in cmd
-    env = " ".join(i.args for i in final.all("ENV"))
-    urls = re.findall(r"http://127\.0\.0\.1:(\d+)(/\w+)", cmd + " " + env)
-    assert urls, "no health URL found"
+    options, _, cmd = checks[0].args.partition("CMD ")
+    assert _exec_form(cmd) == ["python", "-m", "bridge.healthcheck"]
+    assert "--interval=15s" in options and "--timeout=5s" in options
+    for banned in ("urllib", "curl", "wget", "8080"):
+        assert banned not in checks[0].args
+    assert str(healthcheck.DEFAULT_CONFIG) == _exec_form(final.all("CMD")[-1].args)[-1]
     exposed = {int(i.args.split("/")[0]) for i in final.all("EXPOSE")}
-    for port, path in urls:
-        assert path == "/healthz"
-        assert int(port) in exposed
+    assert exposed == {healthcheck.DEFAULT_PORT}
 
 
 def test_exposed_port_matches_config_http_port(stages: list[Stage]) -> None:
@@ -207,7 +241,7 @@ def test_copied_sources_exist_and_are_not_dockerignored(stages: list[Stage]) -> 
                 continue
             tokens = [t for t in ins.args.split() if not t.startswith("--")]
             sources.extend(tokens[:-1])
-    assert "pyproject.toml" in sources and "bridge" in sources
+    assert {"pyproject.toml", "bridge", "requirements.lock", "requirements-build.lock"} <= set(sources)
     for src in sources:
         assert (ROOT / src).exists(), f"COPY source missing from the repository: {src}"
         assert not _ignored(src, patterns), f"COPY source excluded by .dockerignore: {src}"
