@@ -10,6 +10,7 @@ from bridge.pipeline.core import Pipeline
 from bridge.pipeline.dedup import Deduplicator, DedupStore, MemoryDedupStore
 from bridge.pipeline.reorder import ReorderBuffer
 from bridge.pipeline.router import Route, RouteFilter, Router
+from bridge.pipeline.trust import TrustPolicy
 
 
 def build_router(cfg: BridgeConfig) -> Router:
@@ -49,4 +50,5 @@ def build_pipeline(cfg: BridgeConfig, sink: Sink, metrics: Metrics | None = None
         reorder=reorder,
         late_policy=cfg.reorder.late_policy,
         metrics=metrics,
+        trust=TrustPolicy.compile(cfg.trust),
     )

@@ -165,7 +165,21 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     reorder = (f"max_delay {cfg.reorder.max_delay_ms} ms, late {cfg.reorder.late_policy}"
                if cfg.reorder.enabled else "off")
     print(f"  reorder: {reorder}")
+    print(f"  trust: {_trust_summary(cfg.trust)}")
     return EXIT_OK
+
+
+def _trust_summary(trust: Any) -> str:
+    if not trust.configured:
+        return "not configured (events from every workspace, account and source are accepted)"
+
+    def lists(t: Any) -> str:
+        names = ("azure_workspaces", "aws_accounts", "aws_regions", "event_sources")
+        given = [f"{n} {len(getattr(t, n))}" for n in names if getattr(t, n) is not None]
+        return ", ".join(given) or "none"
+
+    per_source = "; ".join(f"{name}: {lists(t)}" for name, t in trust.sources.items())
+    return f"{lists(trust)}" + (f"; per source: {per_source}" if per_source else "")
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -20,12 +20,14 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from bridge.envsubst import expand
 from bridge.filters import FilterError, compile_filter
+from bridge.pipeline.trust import TrustConfig
 from bridge.sinks.kafka import KafkaSinkConfig
 from bridge.sources.eventhubs import EventHubsSourceConfig
 from bridge.sources.kafka import KafkaSourceConfig
@@ -138,6 +140,7 @@ class BridgeConfig(_Strict):
     reorder: ReorderConfig = Field(default_factory=ReorderConfig)
     routes: list[RouteConfig] = Field(default_factory=_default_routes, min_length=1)
     deadletter: DeadLetterConfig = Field(default_factory=DeadLetterConfig)
+    trust: TrustConfig = Field(default_factory=TrustConfig)
     sink: KafkaSinkConfig | None = None
     shutdown: ShutdownConfig = Field(default_factory=ShutdownConfig)
 
@@ -161,6 +164,15 @@ class BridgeConfig(_Strict):
         if dup:
             raise ValueError(f"duplicate source names {sorted(dup)}: give each source its own name")
         return sources
+
+    @field_validator("trust")
+    @classmethod
+    def _trust_names_sources(cls, trust: TrustConfig, info: ValidationInfo) -> TrustConfig:
+        names = {s.name for s in info.data.get("sources", [])}
+        unknown = sorted(set(trust.sources) - names)
+        if unknown:
+            raise ValueError(f"sources {unknown} named in trust.sources are not configured (sources: {sorted(names)})")
+        return trust
 
     def with_run_defaults(self) -> BridgeConfig:
         """``bridge run`` without sources or sink: Kafka on localhost:9092, input topic ml.events.raw."""

@@ -22,6 +22,7 @@ from bridge.config import (
     RouteConfig,
     ShutdownConfig,
 )
+from bridge.pipeline.trust import TrustConfig, TrustLists
 from bridge.sinks.kafka import KafkaSinkConfig
 from bridge.sources.eventhubs import EventHubsSourceConfig
 from bridge.sources.kafka import KafkaSourceConfig
@@ -38,6 +39,10 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("routes[]", RouteConfig, "Named routes: filters (AND'd) and a destination topic."),
     ("routes[].filters[]", FilterConfig, "One filter: EventBridge pattern or Event Grid filter."),
     ("deadletter", DeadLetterConfig, "Dead-letter destination (a Kafka topic on the sink)."),
+    ("trust", TrustConfig, "Source trust: allow-lists of Azure ML workspaces, AWS accounts/regions and event "
+     "sources. No list: every event is accepted. Outside them: dead-lettered as `untrusted source: ...`."),
+    ("trust.sources.<name>", TrustLists, "Allow-lists of one source (by `sources[].name`), applied in addition "
+     "to the global ones."),
     ("sink", KafkaSinkConfig, "Kafka producer for routed events and dead letters."),
     ("shutdown", ShutdownConfig, "Graceful shutdown."),
 ]

@@ -183,6 +183,9 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
+        if not self.cfg.trust.configured:
+            log.warning("trust not configured: events are accepted from every workspace, account and source",
+                        hint="set trust.azure_workspaces / aws_accounts / aws_regions / event_sources")
         await self._start_http()
         if not await self._with_backoff("sink", self.sink.start):  # stopped while still connecting
             await self._shutdown_http()

@@ -32,6 +32,10 @@ class Metrics:
         self.deadlettered = Counter(
             "bridge_deadlettered", "Messages sent to the dead-letter topic, per reason kind", ["kind"], registry=r
         )
+        self.untrusted = Counter(
+            "bridge_untrusted", "Events outside the trust allow-lists (dead-lettered), per source", ["source"],
+            registry=r,
+        )
         self.undeliverable = Counter(
             "bridge_undeliverable", "Dead letters that the dead-letter topic itself refused (logged, dropped)",
             registry=r,

@@ -28,6 +28,7 @@ from bridge.pipeline.dedup import FRESH, INFLIGHT, SEEN, DedupKey, Deduplicator
 from bridge.pipeline.reorder import ReorderBuffer
 from bridge.pipeline.router import Router
 from bridge.pipeline.tracking import Item, Tracker
+from bridge.pipeline.trust import TrustPolicy, untrusted_body
 
 log = structlog.get_logger("bridge.pipeline")
 
@@ -83,6 +84,7 @@ class Pipeline:
         clock: Callable[[], float] = time.monotonic,
         max_outbox: int = 50_000,
         retry_backoff: tuple[float, float] = (0.05, 5.0),
+        trust: TrustPolicy | None = None,
     ) -> None:
         self.router = router
         self.sink = sink
@@ -90,6 +92,7 @@ class Pipeline:
         self.dedup = dedup
         self.reorder = reorder
         self.late_policy = late_policy
+        self.trust = trust
         self.metrics = metrics if metrics is not None else Metrics()
         self._normalize = normalize
         self._clock = clock
@@ -172,20 +175,31 @@ class Pipeline:
         normalize = self._normalize
         dead: list[DeadLetter] = []
         keep_raw = self.late_policy == "deadletter"  # the raw body is needed only to dead-letter late events
+        trust = self.trust
+        untrusted: list[DeadLetter] = []
         for msg in batch.messages:
             events, errors = normalize(msg)
             raw = msg.body if keep_raw else b""
             for ev in events:
+                reason = trust.check(ev, msg.source) if trust is not None else None
+                if reason is not None:  # never routed, never seen by dedup (bridge/pipeline/trust.py)
+                    body = untrusted_body(msg, ev, len(events))
+                    untrusted.append(DeadLetter(self.deadletter_topic, reason, body, msg.source, msg.position, ev))
+                    continue
                 items.append(Item(ev, tracker, raw, msg.position, msg.source, now))
             if errors:  # one dead letter per message, with every element's reason
                 reason = "; ".join(getattr(err, "reason", None) or str(err) for err in errors)
                 dead.append(DeadLetter(self.deadletter_topic, reason, msg.body, msg.source, msg.position))
         source = batch.source or (batch.messages[0].source if batch.messages else "")
         m.messages_in.labels(source).inc(len(batch.messages))
-        m.events_in.labels(source).inc(len(items))
+        m.events_in.labels(source).inc(len(items) + len(untrusted))
         if dead:
             tracker.hold(len(dead))
             self._queue_dead(dead, [tracker] * len(dead), "invalid")
+        if untrusted:
+            m.untrusted.labels(source).inc(len(untrusted))
+            tracker.hold(len(untrusted))
+            self._queue_dead(untrusted, [tracker] * len(untrusted), "untrusted")
         tracker.hold(len(items))
         if self.dedup is not None and items:
             codes = await self.dedup.split([it.event.dedup_key for it in items])
