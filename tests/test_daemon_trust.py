@@ -17,7 +17,8 @@ from bridge.testing.memory import CapturingSink, InMemorySource
 
 async def _start_and_stop(cfg_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     captured = CapturingLogger()
-    monkeypatch.setattr(bridge.daemon, "log", structlog.wrap_logger(captured, processors=[], wrapper_class=structlog.BoundLogger))
+    logger = structlog.wrap_logger(captured, processors=[], wrapper_class=structlog.BoundLogger)
+    monkeypatch.setattr(bridge.daemon, "log", logger)
     cfg = parse_config({"http": {"host": "127.0.0.1", "port": 0}, **cfg_data})
     daemon = Daemon(cfg, sources=[InMemorySource(name="mem")], sink=CapturingSink())
     runner = asyncio.create_task(daemon.run())
