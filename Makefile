@@ -25,8 +25,12 @@ $(STAMP): pyproject.toml
 $(AZURITE): scripts/install-azurite.sh
 	bash scripts/install-azurite.sh
 
-install: $(STAMP) $(AZURITE) ## Create .venv with the package, test and dev tools, and the azurite emulator
+install: $(STAMP) $(AZURITE) prometheus ## Create .venv with the package, test and dev tools, azurite, prometheus
 	@echo "installed: $(BIN)/bridge"
+
+prometheus: ## Debian's prometheus package (server, promtool) for the observability tests; starts no service
+	@if command -v prometheus >/dev/null && command -v promtool >/dev/null; then :; \
+	else bash scripts/install-prometheus.sh; fi
 
 test: install ## Run the whole test suite (starts the test brokers itself)
 	$(BIN)/pytest -q
@@ -51,4 +55,4 @@ bench: install ## Benchmark: raw pass-through vs the full bridge on 200k events 
 clean: ## Remove the venv, tools and caches
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
-.PHONY: help install test lint image lock stack bench clean
+.PHONY: help install prometheus test lint image lock stack bench clean

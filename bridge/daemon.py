@@ -62,6 +62,8 @@ class Daemon:
         self.sink = sink if sink is not None else build_sink(cfg)
         self.store = build_dedup_store(cfg) if cfg.dedup.enabled else None
         self.pipeline: Pipeline = build_pipeline(cfg, self.sink, self.metrics, self.store)
+        self.metrics.prime([s.name for s in self.sources], [r.name for r in cfg.routes],
+                           cfg.reorder.late_policy if cfg.reorder.enabled else None)
         self.queue: asyncio.Queue[SourceBatch | None] = asyncio.Queue(maxsize=8)
         self.stopping = asyncio.Event()
         self.sink_ready = False

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 
+# Reason kinds of bridge_deadlettered_total that the pipeline can produce.
+DEADLETTER_KINDS = ("invalid", "late", "unpublishable")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -13,6 +15,9 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        if registry is None:  # a registry handed in may hold one already (prometheus_client's default does)
+            # process_start_time_seconds (restarts), process_resident_memory_bytes, CPU, file descriptors (Linux)
+            ProcessCollector(registry=r)
         self.messages_in = Counter(
             "bridge_messages_in", "Raw messages received, per source", ["source"], registry=r
         )
@@ -72,6 +77,20 @@ class Metrics:
             "bridge_event_latency_seconds", "From receipt of a message to confirmed publish of its event",
             buckets=LATENCY_BUCKETS, registry=r,
         )
+
+    def prime(self, sources: list[str], routes: list[str], late_policy: str | None) -> None:
+        """Export every series the configuration makes possible at 0 from the start: a counter that appears only
+        with its first increment hides that increment from rate() and leaves dashboards and alerts without data."""
+        for source in sources:
+            for per_source in (self.messages_in, self.events_in, self.duplicates, self.filtered,
+                               self.batches_acked, self.ack_errors):
+                per_source.labels(source)
+        for route in routes:
+            self.events_out.labels(route)
+        for kind in DEADLETTER_KINDS:
+            self.deadlettered.labels(kind)
+        if late_policy is not None:
+            self.late.labels(late_policy)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -17,12 +17,13 @@ from testbed.servers import free_port
 
 
 class BridgeProcess:
-    """``bridge run --config`` on a config dict written to ``workdir``; HTTP on a free port."""
+    """``bridge run --config`` on a config dict written to ``workdir``; HTTP on ``port`` (default: a free one,
+    so a restarted bridge can take over the address of the one before it)."""
 
-    def __init__(self, config: dict[str, Any], workdir: Path, name: str = "bridge") -> None:
+    def __init__(self, config: dict[str, Any], workdir: Path, name: str = "bridge", port: int | None = None) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()
         cfg = dict(config)
         cfg["http"] = {"host": "127.0.0.1", "port": self.port}
         self.config_path = self.workdir / f"{name}.yaml"

@@ -22,6 +22,7 @@ from testbed.servers import free_port, port_open
 pytest_plugins = [
     "tests.fixtures.kafka_aws",
     "tests.fixtures.azure",
+    "tests.fixtures.prometheus",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
