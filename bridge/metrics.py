@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 
 # Reason kinds of bridge_deadlettered_total that the pipeline can produce.
-DEADLETTER_KINDS = ("invalid", "late", "unpublishable")
+DEADLETTER_KINDS = ("invalid", "late", "untrusted", "unpublishable")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -82,7 +82,7 @@ class Metrics:
         """Export every series the configuration makes possible at 0 from the start: a counter that appears only
         with its first increment hides that increment from rate() and leaves dashboards and alerts without data."""
         for source in sources:
-            for per_source in (self.messages_in, self.events_in, self.duplicates, self.filtered,
+            for per_source in (self.messages_in, self.events_in, self.duplicates, self.filtered, self.untrusted,
                                self.batches_acked, self.ack_errors):
                 per_source.labels(source)
         for route in routes:

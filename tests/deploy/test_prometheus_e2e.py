@@ -47,6 +47,8 @@ DASHBOARD = OBS / "grafana" / "ml-event-bridge.json"
 COMPRESS = 60
 RATE_INTERVAL = "10s"  # what $__rate_interval stands for at a 1 s scrape interval (10 scrapes)
 STALL = "BridgePipelineStalled"
+TRUSTED_ACCOUNT = "123456789012"  # sagemaker_training_event's default account
+FOREIGN_ACCOUNT = "999999999999"
 # (panel, legend) of the queries whose value the traffic below makes positive; the others may read 0 (lag, errors,
 # early flushes, restarts before the restart).
 MEASURED = {
@@ -55,6 +57,7 @@ MEASURED = {
     ("Messages and events in per source", "{{source}} events"), ("Events out per route", "{{route}}"),
     ("Duplicates dropped per source", "{{source}}"), ("Unrouted per source", "{{source}}"),
     ("Dead letters by kind", "{{kind}}"), ("Late events by policy", "{{policy}}"),
+    ("Untrusted events per source", "{{source}}"),
     ("Readiness per source", "{{pod}} {{source}}"), ("Source positions released and failed", "{{source}} released"),
     ("Memory and dedup window", "{{pod}} resident"), ("Memory and dedup window", "{{pod}} dedup ids"),
     *(("Publish latency", f"p{q}") for q in (50, 90, 99)), *(("End-to-end latency", f"p{q}") for q in (50, 90, 99)),
@@ -101,6 +104,7 @@ def bridge_config(source_bootstrap: str, raw: str, sink_bootstrap: str, routes: 
         "deadletter": {"topic": dead},
         "sink": {"type": "kafka", "bootstrap_servers": sink_bootstrap},
         "shutdown": {"grace_seconds": 10},
+        "trust": {"aws_accounts": [TRUSTED_ACCOUNT]},
     }
 
 
@@ -110,7 +114,8 @@ async def traffic(bootstrap: str, topic: str, prefix: str, every: float = 0.4, l
     """Produce a burst (a running and a completed event of a new job) every ``every`` seconds until the block
     exits (at most ``limit`` seconds); with ``faults`` each burst also repeats the completed event (a duplicate)
     and sends an event older than those already emitted for the job two bursts back (late), and every fifth
-    burst a malformed message (a dead letter; below the dead-letter alert's minimum count). Yields a one-element
+    burst a malformed message and an event from an untrusted account (dead letters, below the dead-letter alert's
+    minimum count). Yields a one-element
     list with the count of messages sent."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, linger_ms=5)
     await producer.start()
@@ -130,6 +135,8 @@ async def traffic(bootstrap: str, topic: str, prefix: str, every: float = 0.4, l
                                                                          50)))
                 if n % 5 == 0:
                     bodies.append(b"{not json")
+                    bodies.append(orjson.dumps(sagemaker_training_event(f"{job}-foreign", f"{job}x", 100,
+                                                                         account=FOREIGN_ACCOUNT)))
             for body in bodies:
                 await producer.send_and_wait(topic, body, key=job.encode())
                 sent[0] += 1
@@ -177,8 +184,9 @@ def dashboard_queries(prom: Prometheus, range_seconds: float) -> list[tuple[str,
 async def test_every_dashboard_query_returns_data_from_a_running_bridge(
     tansu_bootstrap: str, kafka_topic: Callable[..., str], tmp_path: Path
 ) -> None:
-    """Prometheus scraping `bridge run`: each panel query returns a finite value and names only exported metrics;
-    every alert rule evaluates without error and none fires on the healthy bridge; a restart counts as one."""
+    """Prometheus scraping `bridge run`: each panel query returns a finite value (> 0 for what the traffic causes)
+    and names only exported metrics; every alert rule evaluates without error, untrusted events fire their alert
+    and nothing else fires; a restart counts as one on the restarts panel."""
     raw, completed, failed, dead = (kafka_topic(n, p) for n, p in
                                     (("raw", 3), ("completed", 1), ("failed", 1), ("dead", 1)))
     routes = [
@@ -230,8 +238,12 @@ async def test_every_dashboard_query_returns_data_from_a_running_bridge(
             assert {r["name"] for r in rules} >= {STALL, "BridgeSourceDown", "BridgeDown"}
             for rule in rules:
                 assert rule["health"] == "ok", f"{rule['name']}: {rule.get('lastError')}"
-            firing = [a for a in await asyncio.to_thread(prom.alerts) if a["state"] == "firing"]
-            assert not firing, firing
+            # the untrusted events sent above must raise their alert; nothing else fires on this healthy bridge
+            alerts = await eventually(
+                prom.alerts, lambda a: any(x["labels"]["alertname"] == "BridgeUntrustedEvents" and
+                                           x["state"] == "firing" for x in a), 30, "BridgeUntrustedEvents firing")
+            firing = {a["labels"]["alertname"] for a in alerts if a["state"] == "firing"}
+            assert firing == {"BridgeUntrustedEvents"}, alerts
 
             bridge.terminate()
             restarted = BridgeProcess(cfg, tmp_path / "bridge-2", port=bridge.port)
