@@ -132,9 +132,9 @@ def test_metric_name_parser_sees_through_promql_syntax() -> None:
     assert metric_names("changes(process_start_time_seconds[1h]) >= 3") == {"process_start_time_seconds"}
 
 
-def test_dashboard_covers_what_operators_need(dashboard: Doc, exported: set[str]) -> None:
-    """Flow, dedup, unrouted, dead letters by kind, late, lag per partition, buffers, latency quantiles, readiness
-    and restarts each have a panel; metrics that exist (held bytes, budget, untrusted) must be on it too."""
+def test_dashboard_covers_what_operators_need(dashboard: Doc) -> None:
+    """Flow, dedup, unrouted, dead letters by kind, untrusted, late, lag per partition, buffers, memory, latency
+    quantiles, readiness and restarts each have a panel."""
     exprs = [substitute(e, GRAFANA_VARS) for _, e in _queries(dashboard)]
     quantile = r"histogram_quantile\(0\.99, sum by \(le\) \(rate\("
     text = "\n".join(exprs)
@@ -152,13 +152,10 @@ def test_dashboard_covers_what_operators_need(dashboard: Doc, exported: set[str]
         "readiness per source": r"by \(pod, source\) \(bridge_source_up",
         "restarts": r"changes\(process_start_time_seconds",
         "memory": r"process_resident_memory_bytes",
+        "untrusted events per source": r"sum by \(source\) \(rate\(bridge_untrusted_total",
     }
     for what, pattern in needed.items():
         assert re.search(pattern, text), f"no panel for {what}"
-    # Metrics other work adds: once exported, the dashboard must show them.
-    for metric in ("bridge_held_bytes", "bridge_memory_budget_bytes", "bridge_untrusted_total", "bridge_stalled"):
-        if metric in exported:
-            assert metric in text, f"{metric} is exported but on no panel"
 
 
 def test_every_alert_has_severity_summary_and_a_runbook(rules: list[Doc]) -> None:
@@ -183,17 +180,14 @@ def test_every_alert_has_severity_summary_and_a_runbook(rules: list[Doc]) -> Non
 
 
 def test_alerts_cover_the_failure_modes(rules: list[Doc], exported: set[str]) -> None:
-    """Stall, lag growth, dead-letter rate, publish errors and source down are alerted on; memory near the budget
-    and untrusted events as soon as their metrics exist; every alert names only exported metrics."""
+    """Stall, lag growth, dead-letter rate, publish errors, source down and untrusted events are alerted on;
+    every alert names only exported metrics."""
     by_name = {r["alert"]: r for r in rules}
     expected = {
         "BridgePipelineStalled", "BridgeConsumerLagGrowing", "BridgeDeadLetterRateHigh", "BridgePublishErrors",
         "BridgeSourceDown", "BridgeDown", "BridgeRestarting", "BridgeDeadLettersLost", "BridgeAckErrors",
+        "BridgeUntrustedEvents",
     }
-    if "bridge_memory_budget_bytes" in exported:
-        expected.add("BridgeMemoryNearBudget")
-    if "bridge_untrusted_total" in exported:
-        expected.add("BridgeUntrustedEvents")
     assert expected <= set(by_name), sorted(expected - set(by_name))
     for rule in rules:
         unknown = metric_names(rule["expr"]) - exported - PROMETHEUS_SERIES
