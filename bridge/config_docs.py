@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from bridge.azure_auth import AzureCredentialConfig
 from bridge.config import (
     BridgeConfig,
     DeadLetterConfig,
@@ -24,7 +25,7 @@ from bridge.config import (
 )
 from bridge.pipeline.trust import TrustConfig, TrustLists
 from bridge.sinks.kafka import KafkaSinkConfig
-from bridge.sources.eventhubs import EventHubsSourceConfig
+from bridge.sources.eventhubs import CheckpointStoreConfig, EventHubsSourceConfig
 from bridge.sources.kafka import KafkaSourceConfig
 from bridge.sources.sqs import SqsSourceConfig
 
@@ -33,7 +34,11 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("log", LogConfig, "Logging."),
     ("sources[] (type: kafka)", KafkaSourceConfig, "Kafka consumer group; also Event Hubs' Kafka endpoint, MSK."),
     ("sources[] (type: sqs)", SqsSourceConfig, "SQS queue fed by EventBridge rules (raw or SNS-wrapped bodies)."),
-    ("sources[] (type: eventhubs)", EventHubsSourceConfig, "Azure Event Hubs with blob checkpoints."),
+    ("sources[] (type: eventhubs)", EventHubsSourceConfig, "Azure Event Hubs with blob checkpoints: a "
+     "connection string, or `fully_qualified_namespace` with an Entra ID `credential` (no keys)."),
+    ("sources[].checkpoint_store (type: eventhubs)", CheckpointStoreConfig, "Blob container of checkpoints and "
+     "partition ownership: `connection_string`, or `account_url` with the source's `credential`."),
+    ("sources[].credential (type: eventhubs)", AzureCredentialConfig, "Entra ID credential (azure-identity)."),
     ("dedup", DedupConfig, "Duplicate suppression by (source, id)."),
     ("reorder", ReorderConfig, "Per-subject reorder buffer."),
     ("routes[]", RouteConfig, "Named routes: filters (AND'd) and a destination topic."),

@@ -61,14 +61,28 @@ class Azurite:
     """One azurite blob service process; use ``start()``/``stop()`` or as a context manager."""
 
     def __init__(
-        self, port: int = 10000, host: str = "127.0.0.1", location: str | None = None, in_memory: bool = True
+        self, port: int = 10000, host: str = "127.0.0.1", location: str | None = None, in_memory: bool = True,
+        *, https: tuple[Path, Path] | None = None, oauth: bool = False,
     ) -> None:
+        """``https``: (certificate, key) PEM files to serve HTTPS; ``oauth`` (needs ``https``): accept Entra ID
+        bearer tokens (azurite's ``--oauth basic``: it checks ``iss``, ``aud``, ``nbf``/``exp``/``iat``, no
+        signature)."""
+        if oauth and https is None:
+            raise ValueError("azurite accepts bearer tokens over HTTPS only: give https=(cert, key)")
         self.host, self.port = host, port
         self.in_memory = in_memory
+        self.https = https
+        self.oauth = oauth
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.location = location
         self._process: subprocess.Popen[bytes] | None = None
         self._log: tempfile._TemporaryFileWrapper[bytes] | None = None
+
+    @property
+    def account_url(self) -> str:
+        """The development account's blob endpoint (``https://`` when serving HTTPS)."""
+        scheme = "https" if self.https else "http"
+        return f"{scheme}://{self.host}:{self.port}/devstoreaccount1"
 
     @property
     def connection_string(self) -> str:
@@ -92,6 +106,10 @@ class Azurite:
             "--silent",
             "--disableTelemetry",
         ]  # fmt: skip
+        if self.https is not None:
+            args += ["--cert", str(self.https[0]), "--key", str(self.https[1])]
+        if self.oauth:
+            args += ["--oauth", "basic"]
         # azurite refuses --location together with --inMemoryPersistence; the temp dir is still the cwd.
         args += ["--inMemoryPersistence"] if self.in_memory else ["--location", self.location]
         self._log = tempfile.NamedTemporaryFile(prefix="azurite-", suffix=".log")  # noqa: SIM115

@@ -2,10 +2,14 @@
 
 For tests and the local stack (there is no Event Hubs emulator to run here). Supported:
 
-- SASL ANONYMOUS over plain TCP: with a SAS key the SDK authenticates with SASL ANONYMOUS and puts the
-  token on ``$cbs``; ``UseDevelopmentEmulator=true`` in the connection string makes it drop TLS and use the
-  port of ``Endpoint=sb://host:port`` (default 5672). Every token is accepted (no signature check).
-- ``$cbs`` put-token (status 200) and ``$management`` READ of ``com.microsoft:eventhub`` and
+- SASL ANONYMOUS over plain TCP: the SDK authenticates with SASL ANONYMOUS and puts a token on ``$cbs``;
+  ``UseDevelopmentEmulator=true`` in the connection string makes it drop TLS and use the port of
+  ``Endpoint=sb://host:port`` (default 5672). For TLS (Entra ID tokens are never sent in clear), put
+  ``testbed.tls.TlsProxy`` in front and point the SDK's ``custom_endpoint_address`` at it.
+- ``$cbs`` put-token: every token is recorded in ``put_tokens`` (type, audience, token). SAS tokens are
+  accepted without a signature check; Entra ID tokens (type ``jwt``) only when listed in ``accepted_jwts``
+  (status 401 otherwise, which the SDK raises as an authentication error).
+- ``$management`` READ of ``com.microsoft:eventhub`` and
   ``com.microsoft:partition`` (the SDK's ``get_eventhub_properties`` / ``get_partition_ids`` /
   ``get_partition_properties``).
 - Consumers on ``<hub>/ConsumerGroups/<cg>/Partitions/<id>`` with the ``apache.org:selector-filter:string``
@@ -33,6 +37,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urlparse
 
@@ -93,6 +98,16 @@ def _selector(filters: Any) -> str | None:
     if isinstance(value, bytes):
         return value.decode()
     return str(value) if value is not None else None
+
+
+@dataclass(frozen=True)
+class PutToken:
+    """One ``$cbs`` put-token request as the server saw it, and whether it was accepted."""
+
+    type: str
+    audience: str
+    token: str
+    accepted: bool
 
 
 class _Handler(MessagingHandler):  # type: ignore[misc]
@@ -311,6 +326,8 @@ class _Handler(MessagingHandler):  # type: ignore[misc]
         if link.eh_node == "$cbs":
             if operation != "put-token":
                 status, description = 400, f"unsupported $cbs operation {operation!r}"
+            elif not self.server.check_put_token(str(props.get("type")), str(props.get("name")), request.body):
+                status, description = 401, "Unauthorized: the token was not accepted"
         elif operation != "READ":
             status, description = 400, f"unsupported $management operation {operation!r}"
         else:
@@ -368,6 +385,15 @@ class EventHubsServer:
         self._handler: _Handler | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self.accepted_jwts: set[str] = set()
+        self.put_tokens: list[PutToken] = []
+
+    def check_put_token(self, token_type: str, audience: str, token: object) -> bool:
+        """Record a put-token and decide it: SAS tokens pass, JWTs only when in ``accepted_jwts``."""
+        text = token.decode() if isinstance(token, bytes) else str(token)
+        accepted = text in self.accepted_jwts if token_type == "jwt" else True
+        self.put_tokens.append(PutToken(token_type, audience, text, accepted))
+        return accepted
 
     def connection_string(self, hub: str | None = None) -> str:
         """An SDK connection string for this server (``UseDevelopmentEmulator=true``: plain AMQP)."""

@@ -6,19 +6,16 @@ import asyncio
 from typing import Any
 
 import pytest
-import structlog
-from structlog.testing import CapturingLogger
 
 import bridge.daemon
 from bridge.config import parse_config
 from bridge.daemon import Daemon
 from bridge.testing.memory import CapturingSink, InMemorySource
+from testbed.logcapture import capture_module_logs
 
 
 async def _start_and_stop(cfg_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
-    captured = CapturingLogger()
-    logger = structlog.wrap_logger(captured, processors=[], wrapper_class=structlog.BoundLogger)
-    monkeypatch.setattr(bridge.daemon, "log", logger)
+    logs = capture_module_logs(monkeypatch, bridge.daemon)
     cfg = parse_config({"http": {"host": "127.0.0.1", "port": 0}, **cfg_data})
     daemon = Daemon(cfg, sources=[InMemorySource(name="mem")], sink=CapturingSink())
     runner = asyncio.create_task(daemon.run())
@@ -28,7 +25,7 @@ async def _start_and_stop(cfg_data: dict[str, Any], monkeypatch: pytest.MonkeyPa
         await asyncio.sleep(0.01)
     daemon.request_stop()
     assert await asyncio.wait_for(runner, 30) == 0
-    return [(c.method_name, str(c.args[0]) if c.args else str(c.kwargs.get("event"))) for c in captured.calls]
+    return [(e["log_level"], str(e["event"])) for e in logs.events]
 
 
 async def test_start_warns_once_that_trust_is_not_configured(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,30 +23,72 @@ import orjson
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from bridge.azure_auth import AzureCredentialConfig, build_credential
 from bridge.model import RawMessage, SourceBatch
 
 log = structlog.get_logger(__name__)
 
 
 class CheckpointStoreConfig(BaseModel):
-    """Azure Blob container holding checkpoints and partition ownership (shared by replicas)."""
+    """Azure Blob container holding checkpoints and partition ownership (shared by replicas): either a
+    ``connection_string`` or an ``account_url`` reached with the source's Entra ID ``credential``."""
 
     model_config = ConfigDict(extra="forbid")
 
-    connection_string: SecretStr
-    container: str
-    create_container: bool = True
+    connection_string: SecretStr | None = Field(
+        None, description="storage connection string (holds the account key: use ${VAR}); or account_url"
+    )
+    account_url: str | None = Field(
+        None,
+        description="https://<account>.blob.core.windows.net, authenticated with the source's credential "
+        "(role Storage Blob Data Contributor on the container); instead of connection_string",
+    )
+    container: str = Field(description="container of checkpoints and ownership records")
+    create_container: bool = Field(True, description="create the container when missing (needs the right to)")
+    connection_verify: str | None = Field(
+        None, description="CA bundle file to verify the storage endpoint's certificate (default: system CAs)"
+    )
+
+    @model_validator(mode="after")
+    def _one_way_in(self) -> CheckpointStoreConfig:
+        if (self.connection_string is None) == (self.account_url is None):
+            raise ValueError("give exactly one of connection_string or account_url")
+        if self.account_url is not None and not self.account_url.startswith("https://"):
+            raise ValueError("account_url must be an https:// URL (bearer tokens are never sent in clear)")
+        return self
 
 
 class EventHubsSourceConfig(BaseModel):
-    """Configuration of an Event Hubs source."""
+    """Configuration of an Event Hubs source: a ``connection_string`` (SAS key), or a
+    ``fully_qualified_namespace`` reached with an Entra ID ``credential`` (no key at all)."""
 
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["eventhubs"]
-    name: str = "eventhubs"
-    connection_string: SecretStr
-    eventhub_name: str | None = None
+    name: str = Field("eventhubs", description="source name (metrics label, trust.sources key)")
+    connection_string: SecretStr | None = Field(
+        None, description="Event Hubs connection string with a Listen policy (use ${VAR}); or fully_qualified_namespace"
+    )
+    fully_qualified_namespace: str | None = Field(
+        None,
+        description="<namespace>.servicebus.windows.net, authenticated with `credential` (role Azure Event Hubs "
+        "Data Receiver); instead of connection_string",
+    )
+    credential: AzureCredentialConfig = Field(
+        default_factory=AzureCredentialConfig,
+        description="Entra ID credential for fully_qualified_namespace and checkpoint_store.account_url",
+    )
+    custom_endpoint_address: str | None = Field(
+        None,
+        description="sb://host:port to connect to instead of the namespace (private endpoint, gateway); TLS and "
+        "the token audience still use fully_qualified_namespace",
+    )
+    connection_verify: str | None = Field(
+        None, description="CA bundle file to verify the Event Hubs endpoint's certificate (default: system CAs)"
+    )
+    eventhub_name: str | None = Field(
+        None, description="event hub (required unless the connection string has EntityPath)"
+    )
     consumer_group: str = "$Default"
     checkpoint_store: CheckpointStoreConfig | None = None
     starting_position: str = Field(
@@ -65,13 +107,27 @@ class EventHubsSourceConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> EventHubsSourceConfig:
-        if (
+        if (self.connection_string is None) == (self.fully_qualified_namespace is None):
+            raise ValueError("give exactly one of connection_string or fully_qualified_namespace")
+        if self.fully_qualified_namespace is not None:
+            if "://" in self.fully_qualified_namespace or "/" in self.fully_qualified_namespace:
+                raise ValueError("fully_qualified_namespace is a host name like mynamespace.servicebus.windows.net")
+            if self.eventhub_name is None:
+                raise ValueError("eventhub_name is required with fully_qualified_namespace")
+        elif (
             self.eventhub_name is None
+            and self.connection_string is not None
             and "entitypath=" not in self.connection_string.get_secret_value().lower()
         ):
             raise ValueError("eventhub_name is required when the connection string has no EntityPath")
         parse_starting_position(self.starting_position)
         return self
+
+    @property
+    def uses_credential(self) -> bool:
+        """True when an Entra ID credential is needed (namespace or checkpoint account without keys)."""
+        store = self.checkpoint_store
+        return self.fully_qualified_namespace is not None or (store is not None and store.account_url is not None)
 
 
 def parse_starting_position(value: str) -> str | dt.datetime:
@@ -143,9 +199,13 @@ class _PartitionState:
 class EventHubsSource:
     """Source protocol implementation over the ``azure-eventhub`` consumer client."""
 
-    def __init__(self, config: EventHubsSourceConfig) -> None:
+    def __init__(self, config: EventHubsSourceConfig, *, credential: Any = None) -> None:
+        """``credential``: an async ``azure-identity``-style token credential to use instead of building one
+        from ``config.credential`` (the caller keeps ownership and closes it)."""
         self.config = config
         self.name = config.name
+        self._given_credential = credential
+        self._credential: Any = None
         self._queue: asyncio.Queue[SourceBatch] = asyncio.Queue(maxsize=config.queue_batches)
         self._stash: deque[SourceBatch] = deque()
         self._partitions: dict[str, _PartitionState] = {}
@@ -169,6 +229,9 @@ class EventHubsSource:
     @property
     def fully_qualified_namespace(self) -> str:
         """The namespace (host[:port]) the client talks to; checkpoints are keyed by it."""
+        if self.config.fully_qualified_namespace is not None:
+            return self.config.fully_qualified_namespace
+        assert self.config.connection_string is not None
         return namespace_of(self.config.connection_string.get_secret_value())
 
     @property
@@ -188,12 +251,15 @@ class EventHubsSource:
 
     async def start(self) -> None:
         """Connect the checkpoint store and start receiving in a background task."""
+        from azure.eventhub import TransportType
         from azure.eventhub.aio import EventHubConsumerClient
 
         cfg = self.config
         self._closed = asyncio.get_running_loop().create_future()
+        if cfg.uses_credential and self._credential is None:
+            self._credential = self._given_credential or build_credential(cfg.credential)
         if cfg.checkpoint_store is not None:
-            self._store = await self._open_checkpoint_store(cfg.checkpoint_store)
+            self._store = await self._open_checkpoint_store(cfg.checkpoint_store, self._credential)
         else:
             log.warning(
                 "eventhubs.in_memory_checkpoints",
@@ -205,29 +271,56 @@ class EventHubsSource:
             kwargs["partition_ownership_expiration_interval"] = cfg.partition_ownership_expiration_interval
         if cfg.eventhub_name is not None:
             kwargs["eventhub_name"] = cfg.eventhub_name
-        self._client = EventHubConsumerClient.from_connection_string(
-            cfg.connection_string.get_secret_value(),
-            consumer_group=cfg.consumer_group,
-            checkpoint_store=self._store,
-            **kwargs,
-        )
+        if cfg.connection_verify is not None:
+            kwargs["connection_verify"] = cfg.connection_verify
+        if cfg.custom_endpoint_address is not None:
+            kwargs["custom_endpoint_address"] = cfg.custom_endpoint_address
+            kwargs["transport_type"] = TransportType.Amqp  # the SDK would switch to websockets otherwise
+        if cfg.connection_string is not None:
+            self._client = EventHubConsumerClient.from_connection_string(
+                cfg.connection_string.get_secret_value(),
+                consumer_group=cfg.consumer_group,
+                checkpoint_store=self._store,
+                **kwargs,
+            )
+        else:
+            self._client = EventHubConsumerClient(
+                fully_qualified_namespace=self.fully_qualified_namespace,
+                credential=self._credential,
+                consumer_group=cfg.consumer_group,
+                checkpoint_store=self._store,
+                **kwargs,
+            )
         self.eventhub_name = str(self._client.eventhub_name)
         self._task = asyncio.create_task(self._receive(), name=f"eventhubs-source-{self.name}")
         log.info("eventhubs.started", source=self.name, eventhub=self.eventhub_name, group=cfg.consumer_group)
 
     @staticmethod
-    async def _open_checkpoint_store(cfg: CheckpointStoreConfig) -> Any:
+    async def _open_checkpoint_store(cfg: CheckpointStoreConfig, credential: Any) -> Any:
         from azure.eventhub.extensions.checkpointstoreblobaio import BlobCheckpointStore
 
-        conn = cfg.connection_string.get_secret_value()
+        kwargs: dict[str, Any] = {}
+        if cfg.connection_verify is not None:
+            kwargs["connection_verify"] = cfg.connection_verify
+        account_url = cfg.account_url or ""
         if cfg.create_container:
             from azure.core.exceptions import ResourceExistsError
             from azure.storage.blob.aio import ContainerClient
 
-            async with ContainerClient.from_connection_string(conn, cfg.container) as container:
+            if cfg.connection_string is not None:
+                container = ContainerClient.from_connection_string(
+                    cfg.connection_string.get_secret_value(), cfg.container, **kwargs
+                )
+            else:
+                container = ContainerClient(account_url, cfg.container, credential=credential, **kwargs)
+            async with container:
                 with contextlib.suppress(ResourceExistsError):
                     await container.create_container()
-        return BlobCheckpointStore.from_connection_string(conn, cfg.container)
+        if cfg.connection_string is not None:
+            return BlobCheckpointStore.from_connection_string(
+                cfg.connection_string.get_secret_value(), cfg.container, **kwargs
+            )
+        return BlobCheckpointStore(account_url, cfg.container, credential=credential, **kwargs)
 
     async def _receive(self) -> None:
         cfg = self.config
@@ -259,6 +352,11 @@ class EventHubsSource:
         if self._store is not None:
             await self._store.close()
             self._store = None
+        if self._credential is not None:
+            if self._credential is not self._given_credential:
+                with contextlib.suppress(Exception):
+                    await self._credential.close()
+            self._credential = None
         self._partitions.clear()
         if self._closed is not None and not self._closed.done():
             self._closed.set_result(None)

@@ -261,16 +261,11 @@ def test_secret_ref_names_the_example_secret_which_is_not_applied(
 def test_config_env_references_are_provided(config: Doc, deployment: Doc, secret_example: Doc) -> None:
     """Every ${VAR} without default in the ConfigMap config is set by the Deployment env or the Secret."""
     required = _required_env_refs(config)
-    assert {
-        "AWS_SECRET_ACCESS_KEY",
-        "EVENTHUB_CONNECTION_STRING",
-        "CHECKPOINT_STORE_CONNECTION_STRING",
-    } <= required
+    assert "REDIS_URL" in required
     provided = set(_deployment_env(deployment, secret_example))
     assert not required - provided, f"unset: {sorted(required - provided)}"
     secret_keys = set(secret_example["stringData"])
-    for var in ("AWS_SECRET_ACCESS_KEY", "EVENTHUB_CONNECTION_STRING", "CHECKPOINT_STORE_CONNECTION_STRING"):
-        assert var in secret_keys, f"{var} is a secret and must come from the Secret"
+    assert "REDIS_URL" in secret_keys, "REDIS_URL is a secret and must come from the Secret"
     literal = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0].get("env", [])}
     assert not literal & secret_keys, "secret values must not be set literally in the Deployment"
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
-import ipaddress
 import ssl
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -13,10 +11,6 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaConnectionError
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 
 from bridge.kafka_common import KafkaClientSettings, event_hubs_settings
@@ -24,6 +18,7 @@ from bridge.model import SourceBatch
 from bridge.sources.kafka import KafkaSource, KafkaSourceConfig, OffsetTracker
 from bridge.testing.sources import collect_batches
 from testbed.servers import Tansu, free_port
+from testbed.tls import TestCA, TlsProxy
 from tests.fixtures.kafka_aws import unique
 
 Record = tuple[int, bytes | None, bytes | None, list[tuple[str, bytes]]]
@@ -341,70 +336,15 @@ def test_security_settings_cover_event_hubs_and_msk() -> None:
         KafkaSourceConfig.model_validate({"type": "kafka", "bootstrap_server": "typo:9092"})
 
 
-def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
-    """A throwaway CA and a server certificate for 127.0.0.1 it signed: (ca.pem, server.pem, server.key)."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bridge test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca_path, cert_path, key_path = directory / "ca.pem", directory / "server.pem", directory / "server.key"
-    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return ca_path, cert_path, key_path
-
-
-async def start_tls_proxy(port: int, target: tuple[str, int], ctx: ssl.SSLContext) -> asyncio.Server:
-    """A TLS-terminating proxy on 127.0.0.1:port forwarding to ``target`` (tansu 0.6's TLS is unusable)."""
-
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        finally:
-            writer.close()
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*target)
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True)
-
-    return await asyncio.start_server(handle, "127.0.0.1", port, ssl=ctx)
-
-
 async def test_consumes_over_tls_with_a_private_ca(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """security_protocol SSL with ssl_cafile verifies the broker certificate and hostname; records flow."""
-    ca, cert, key = make_tls_files(tmp_path)
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_ctx.load_cert_chain(cert, key)
+    test_ca = TestCA(tmp_path / "tls")
+    ca = test_ca.path
+    server_ctx = test_ca.server_context(test_ca.server(("127.0.0.1",)))
     tls_port = free_port()
     broker = Tansu(log_dir=tmp_path, advertised=f"127.0.0.1:{tls_port}")
     await broker.astart()
-    proxy = await start_tls_proxy(tls_port, (broker.host, broker.port), server_ctx)
+    proxy = await TlsProxy(tls_port, (broker.host, broker.port), server_ctx).start()
     tls_bootstrap = f"127.0.0.1:{tls_port}"
     try:
         topic = broker.create_topic("tls", 1)
@@ -435,6 +375,5 @@ async def test_consumes_over_tls_with_a_private_ca(tmp_path: Path, caplog: pytes
         with contextlib.suppress(Exception):
             await untrusted.stop()
     finally:
-        proxy.close()
-        await proxy.wait_closed()
+        await proxy.stop()
         await broker.astop()
