@@ -41,10 +41,16 @@ class SqsSourceConfig(BaseModel):
     name: str = "sqs"
     queue_url: str
     region: str = "us-east-1"
-    endpoint_url: str | None = None
-    aws_access_key_id: SecretStr | None = None
-    aws_secret_access_key: SecretStr | None = None
-    aws_session_token: SecretStr | None = None
+    endpoint_url: str | None = Field(
+        None, description="SQS endpoint override (else AWS_ENDPOINT_URL_SQS / AWS_ENDPOINT_URL, else AWS's)"
+    )
+    aws_access_key_id: SecretStr | None = Field(
+        None,
+        description="static key (use ${VAR}); leave out to use the AWS default credential chain: environment, "
+        "web identity (IRSA: AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE), container/instance roles",
+    )
+    aws_secret_access_key: SecretStr | None = Field(None, description="secret of aws_access_key_id (use ${VAR})")
+    aws_session_token: SecretStr | None = Field(None, description="session token of temporary static keys")
     wait_time_seconds: int = Field(20, ge=0, le=20)
     max_messages: int = Field(10, ge=1, le=10)
     receivers: int = Field(4, ge=1, le=64)
@@ -161,8 +167,20 @@ class SqsSource:
         if self.config.backlog_poll_seconds > 0:
             self._backlog_task = asyncio.create_task(self._backlog_loop(), name=f"sqs-backlog-{self.name}")
         log.info(
-            "sqs.source_started", source=self.name, queue=self.queue_name, receivers=self.config.receivers
+            "sqs.source_started", source=self.name, queue=self.queue_name, receivers=self.config.receivers,
+            credentials=await self._credential_method(),
         )
+
+    async def _credential_method(self) -> str:
+        """How the client got its credentials (``static`` from the config, else botocore's chain method such as
+        ``assume-role-with-web-identity`` for IRSA or ``env``): names only, never key material."""
+        if self.config.aws_access_key_id is not None:
+            return "static"
+        try:
+            creds = await self._session.get_credentials()
+        except Exception as exc:  # informational only
+            return f"unknown ({type(exc).__name__})"
+        return str(getattr(creds, "method", None) or "none")
 
     async def batches(self) -> AsyncGenerator[SourceBatch, None]:
         if self._client is None:
