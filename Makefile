@@ -49,10 +49,18 @@ lock: install ## Regenerate requirements.lock and requirements-build.lock (hashe
 stack: install ## Run the bridge on a local stack of real brokers and show events flowing, then stop
 	$(BIN)/python -m testbed.stack
 
+FUZZ_SECONDS ?= 600
+FUZZ_DIR ?= .fuzz
+fuzz: install ## Coverage-guided fuzzing (atheris) of normalize/filters/encoding for FUZZ_SECONDS (600); crashes in .fuzz/
+	mkdir -p $(FUZZ_DIR)
+	$(BIN)/python -m tests.fuzz.atheris_target --seed $(FUZZ_DIR)/corpus
+	$(BIN)/python -m tests.fuzz.atheris_target -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=20 \
+		-rss_limit_mb=3000 -dict=$(FUZZ_DIR)/fuzz.dict -artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus
+
 bench: install ## Benchmark: raw pass-through vs the full bridge on 200k events (see BENCHMARKS.md)
 	$(BIN)/python -m bench.run
 
 clean: ## Remove the venv, tools and caches
-	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache .hypothesis .fuzz
 
-.PHONY: help install prometheus test lint image lock stack bench clean
+.PHONY: help install prometheus test lint image lock stack bench fuzz clean

@@ -18,6 +18,7 @@ Both raise ``JSONDecodeError`` (``json.JSONDecodeError``; orjson's is a subclass
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 from typing import Any, Final
@@ -42,7 +43,14 @@ def _exact_int(text: str) -> int:
     return int(text)
 
 
-_DECODER: Final = json.JSONDecoder(parse_int=_exact_int, parse_constant=_constant)
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e309: orjson rejects it, so does this path
+        raise ValueError(f"number {text[:40]} is infinity when parsed as double")
+    return value
+
+
+_DECODER: Final = json.JSONDecoder(parse_int=_exact_int, parse_float=_finite_float, parse_constant=_constant)
 
 
 def _as_bytes(data: bytes | bytearray | memoryview | str) -> bytes:
@@ -54,20 +62,45 @@ def _as_bytes(data: bytes | bytearray | memoryview | str) -> bytes:
 def _exact_loads(raw: bytes) -> Any:
     try:
         orjson.loads(raw)  # the same acceptance rules as the fast path
+        checked = True
     except orjson.JSONDecodeError as exc:
         if _NUMBER_TOO_BIG not in exc.msg:
             raise
-    text = raw.decode("utf-8")  # valid: orjson checked it, or failed only on a number
+        checked = False  # orjson stopped at a huge number: what follows it is checked below
     limit = sys.getrecursionlimit()
+    text = ""
     try:
+        text = raw.decode("utf-8")
         sys.setrecursionlimit(max(limit, MAX_DEPTH * 2 + 200))
-        return _DECODER.decode(text)
+        value = _DECODER.decode(text)
+        if not checked:
+            _check_like_orjson(value)
+        return value
     except JSONDecodeError:
         raise
-    except (ValueError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise JSONDecodeError(str(exc), text, 0) from None
     finally:
         sys.setrecursionlimit(limit)
+
+
+def _check_like_orjson(value: Any) -> None:
+    """Reject what orjson would have rejected after the number it stopped at: lone surrogates (strings that
+    are not valid Unicode text) and nesting deeper than ``MAX_DEPTH``. Iterative."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, str):
+            if not node.isascii():
+                node.encode("utf-8")  # UnicodeEncodeError (a ValueError) for a lone surrogate
+        elif isinstance(node, dict | list):
+            if depth >= MAX_DEPTH:
+                raise ValueError(f"nesting deeper than {MAX_DEPTH} levels")
+            if isinstance(node, dict):
+                stack.extend((k, depth) for k in node)
+                stack.extend((v, depth + 1) for v in node.values())
+            else:
+                stack.extend((v, depth + 1) for v in node)
 
 
 def loads(data: bytes | bytearray | memoryview | str) -> Any:

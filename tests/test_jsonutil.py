@@ -38,7 +38,9 @@ def test_fast_path_output_matches_orjson() -> None:
     "text",
     [b'{"a": NaN}', b'{"a": Infinity}', b'{"a": 1}x', b'{"a": "\\ud800"}', b'\xff{"a":1}',
      b'{"a": 1234567890123456789012, "b": NaN}', b'{"n": 12345678901234567890123, "s": "\\ud800"}',
-     b"[" * 1025 + b"]" * 1025, b'{"n": 1234567890123456789012,}'],
+     b"[" * 1025 + b"]" * 1025, b'{"n": 1234567890123456789012,}', b'{"a": 1e309, "b": 18446744073709551616}',
+     b'{"n": 1' + b"0" * 400 + b', "s": "\\ud800"}', b'{"n": 1' + b"0" * 400 + b', "s": "\xff"}',
+     b'{"n": 1' + b"0" * 400 + b', "d": ' + b"[" * 1024 + b"]" * 1024 + b"}"],
 )
 def test_invalid_json_is_rejected_on_both_paths(text: bytes) -> None:
     """What orjson rejects (NaN, lone surrogates, bad UTF-8, nesting past 1024, trailing data) loads rejects

@@ -175,17 +175,20 @@ def _check_size(alternatives: Sequence[_Flat], path: str) -> None:
 
 # -------------------------------------------------------------------------------------------------- matching
 def _scalars(items: Sequence[Any]) -> Iterator[Any]:
-    """The scalar values of an event array, nested arrays flattened, objects skipped."""
-    for item in items:
-        t = type(item)
-        if t is list or t is tuple:
-            yield from _scalars(item)
-        elif t is dict or isinstance(item, Mapping):
-            continue
-        elif isinstance(item, list | tuple):
-            yield from _scalars(item)
-        else:
+    """The scalar values of an event array, nested arrays flattened, objects skipped. Iterative: an array
+    nested a thousand levels deep (valid JSON the normalizer accepts) must not exhaust the Python stack."""
+    stack: list[Iterator[Any]] = [iter(items)]
+    while stack:
+        for item in stack[-1]:
+            t = type(item)
+            if t is list or t is tuple or (t is not dict and isinstance(item, list | tuple)):
+                stack.append(iter(item))
+                break
+            if t is dict or isinstance(item, Mapping):
+                continue
             yield item
+        else:
+            stack.pop()
 
 
 def _never(_v: Any) -> bool:
@@ -238,30 +241,54 @@ def _node_match(flat: _Flat) -> Match:
     # What the object decides when the event has no object here (missing, a scalar, an empty array).
     on_nothing = all(fn(MISSING) for _, fn in leaves + children)
 
+    def object_match(val: Mapping[str, Any]) -> bool:
+        get = val.get
+        for key, fn in leaves:
+            if not fn(get(key, MISSING)):
+                return False
+        for key, fn in children:
+            sub = get(key, MISSING)
+            if sub is MISSING:
+                sub = _dotted_view(val, key)
+            if not fn(sub):
+                return False
+        return True
+
     def node_match(val: Any) -> bool:
         t = type(val)
         if t is dict or (t is not list and isinstance(val, Mapping)):
-            get = val.get
-            for key, fn in leaves:
-                if not fn(get(key, MISSING)):
-                    return False
-            for key, fn in children:
-                sub = get(key, MISSING)
-                if sub is MISSING:
-                    sub = _dotted_view(val, key)
-                if not fn(sub):
-                    return False
-            return True
+            return object_match(val)
         if t is list or isinstance(val, list | tuple):
             if not val:
                 return on_nothing
-            for element in val:  # noqa: SIM110
-                if node_match(element):
-                    return True
-            return False
+            return _any_element(val, object_match, on_nothing)
         return on_nothing
 
     return node_match
+
+
+def _any_element(items: Sequence[Any], object_match: Match, on_nothing: bool) -> bool:
+    """Whether some element of an event array matches the object pattern: an object by ``object_match``, a
+    scalar or an empty array by ``on_nothing``, a nested array by its own elements. Iterative, so arrays
+    nested a thousand levels deep do not exhaust the Python stack."""
+    stack: list[Iterator[Any]] = [iter(items)]
+    while stack:
+        for element in stack[-1]:
+            t = type(element)
+            if t is dict or (t is not list and isinstance(element, Mapping)):
+                if object_match(element):
+                    return True
+            elif t is list or isinstance(element, list | tuple):
+                if element:
+                    stack.append(iter(element))
+                    break
+                if on_nothing:
+                    return True
+            elif on_nothing:
+                return True
+        else:
+            stack.pop()
+    return False
 
 
 def _match_all(_event: Any) -> bool:

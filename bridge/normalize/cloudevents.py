@@ -34,7 +34,7 @@ from bridge.envelope import (
 )
 from bridge.normalize.azure import azure_status
 from bridge.normalize.errors import NormalizeError
-from bridge.normalize.fields import json_kind, require_id, require_str, require_time
+from bridge.normalize.fields import json_kind, require_id, require_str, require_time, shown
 from bridge.normalize.mapping import azure_spec
 from bridge.normalize.sequence import compute_sequence, payload_sequencer
 
@@ -96,16 +96,11 @@ def from_attributes(attrs: dict[str, Any], data: Any, original: dict[str, Any]) 
     )
 
 
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def _v03_data(attrs: dict[str, Any], data: Any) -> Any:
     """The data of a CloudEvents 0.3 event whose ``datacontentencoding`` says how ``data`` is encoded."""
     encoding = attrs.pop("datacontentencoding")
     if type(encoding) is not str or encoding.lower() != "base64":
-        raise NormalizeError(f"unsupported CloudEvents 0.3 datacontentencoding {_shown(encoding)} (only base64)")
+        raise NormalizeError(f"unsupported CloudEvents 0.3 datacontentencoding {shown(encoding)} (only base64)")
     if type(data) is not str:
         raise NormalizeError(f"CloudEvents 0.3 base64 data is a JSON {json_kind(data)}, not a string")
     try:
@@ -138,7 +133,7 @@ def _upgrade(attrs: dict[str, Any], data: Any, *, structured: bool = True) -> tu
     if version is None:
         raise NormalizeError("missing required field 'specversion' (CloudEvents 1.0 or 0.3)")
     raise NormalizeError(
-        f"unsupported CloudEvents specversion {_shown(version)}: the bridge reads 1.0 and converts 0.3"
+        f"unsupported CloudEvents specversion {shown(version)}: the bridge reads 1.0 and converts 0.3"
     )
 
 
@@ -190,4 +185,4 @@ def _decode_data(body: bytes, content_type: object, what: str) -> Any:
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError:
-        raise NormalizeError(f"{what} with content-type {_shown(content_type)} is not UTF-8 text") from None
+        raise NormalizeError(f"{what} with content-type {shown(content_type)} is not UTF-8 text") from None

@@ -28,6 +28,17 @@ def json_kind(value: object) -> str:
     return "string" if isinstance(value, str) else _kind(value)
 
 
+def shown(value: object, limit: int = 60) -> str:
+    """A short, always computable rendering of a value for an error reason: a scalar's repr cut to ``limit``
+    characters, a container as its JSON kind (``repr`` of data nested 1000 levels deep overflows the stack)."""
+    if isinstance(value, dict | list):
+        return f"a JSON {json_kind(value)}"
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return f"a {len(str(abs(value)))}-digit integer" if value.bit_length() < 14000 else "a huge integer"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def require_str(ev: dict[str, Any], key: str) -> str:
     """A required non-empty string field."""
     value = ev.get(key)
@@ -59,10 +70,7 @@ def require_time(ev: dict[str, Any], key: str) -> str:
         raise NormalizeError(f"missing required field '{key}'")
     canonical = normalize_time(value)
     if canonical is None:
-        shown = repr(value)
-        if len(shown) > 60:
-            shown = shown[:57] + "..."
-        raise NormalizeError(f"invalid timestamp in field '{key}': {shown}")
+        raise NormalizeError(f"invalid timestamp in field '{key}': {shown(value)}")
     return canonical
 
 

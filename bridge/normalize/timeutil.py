@@ -21,6 +21,7 @@ _EPOCH: Final = datetime(1970, 1, 1)
 _ONE_US: Final = timedelta(microseconds=1)
 MILLIS_THRESHOLD: Final = 10**11
 _CACHE_MAX: Final = 8192
+_MAX_EPOCH_DIGITS: Final = 20
 CACHE: dict[str, str] = {}  # raw string -> canonical time (bounded: cleared when full)
 
 
@@ -40,11 +41,10 @@ def micros_of(canonical: str) -> int:
 def epoch_to_micros(value: float) -> int | None:
     """An epoch number (seconds, or milliseconds from 1e11 on) as microseconds; ``None`` if not finite."""
     if isinstance(value, float):
-        if not math.isfinite(value):
+        us = value * 1000 if abs(value) >= MILLIS_THRESHOLD else value * 1_000_000
+        if not math.isfinite(us):  # NaN, infinity, or a finite value whose microseconds overflow (1e308)
             return None
-        if abs(value) >= MILLIS_THRESHOLD:
-            return round(value * 1000)
-        return round(value * 1_000_000)
+        return round(us)
     if abs(value) >= MILLIS_THRESHOLD:
         return int(value) * 1000
     return int(value) * 1_000_000
@@ -83,6 +83,8 @@ def _parse_str(s: str) -> str | None:
                 return None
             return head + "." + (frac + "000000")[:6] + "Z"
     if s.isascii() and s.isdigit():
+        if len(s) > _MAX_EPOCH_DIGITS:  # past year 9999 in any unit (and int() refuses over 4300 digits)
+            return None
         us = epoch_to_micros(int(s))
         return None if us is None else format_micros(us)
     try:

@@ -1,0 +1,111 @@
+"""What the fuzzers check, shared by the hypothesis tests and the atheris target.
+
+``check_message(body, headers)`` runs one raw message through the normalizer, both filter dialects and every
+encoding, and raises ``AssertionError`` (or the unexpected exception itself) when a property breaks:
+
+- normalize returns events and ``NormalizeError``s with a non-empty reason, never anything else;
+- every normalized event encodes: ``CloudEvent.to_json``, Kafka binary and structured records (``encode_event``,
+  ``ce_headers``), the JSON Lines line, and the encoding reads back;
+- every filter (both dialects, every operator family) answers True or False on the canonical event, the original
+  event and (for messages the normalizer refused) the raw parsed objects, never raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from bridge import jsonutil
+from bridge.filters import Filter, compile_filter
+from bridge.model import RawMessage, Routed
+from bridge.normalize import NormalizeError, normalize_all
+from bridge.sinks.jsonl import delivery_line
+from bridge.sinks.kafka import ce_headers, decode_record, encode_event
+
+EVENTBRIDGE_PATTERNS: Final[list[dict[str, Any]]] = [
+    {"type": [{"prefix": "ml."}], "status": ["failed", "completed"]},
+    {"source": [{"anything-but": {"prefix": "aws."}}], "data": {"runStatus": [{"equals-ignore-case": "failed"}]}},
+    {"detail": {"TrainingJobStatus": [{"anything-but": ["InProgress", "Stopping"]}]}},
+    {"detail": {"LastModifiedTime": [{"numeric": [">", 0, "<=", 5e9]}]}},
+    {"data": {"ModelVersion": [{"numeric": ["=", 20]}], "ModelTags": {"area": [{"exists": True}]}}},
+    {"subject": [{"wildcard": "*job/*"}], "time": [{"suffix": "Z"}]},
+    {"$or": [{"data": {"x": [{"cidr": "10.0.0.0/8"}]}}, {"detail": {"ip": [{"cidr": "2001:db8::/32"}]}}]},
+    {"id": [{"exists": False}], "sequence": [{"anything-but": {"wildcard": "t:*"}}]},
+    {"detail": {"ProductionVariants": {"DesiredWeight": [1, 1.0, {"numeric": ["<", 5]}]}}},
+    {"platform": [{"prefix": {"equals-ignore-case": "SAGE"}}], "origtype": [{"anything-but": {"suffix": "x"}}]},
+    {"data": [None, "", True, 0, {"anything-but": 5}]},
+]
+
+EVENTGRID_FILTERS: Final[list[dict[str, Any]]] = [
+    {"includedEventTypes": ["ml.job.completed", "Microsoft.MachineLearningServices.RunCompleted"],
+     "subjectBeginsWith": "experiments/", "subjectEndsWith": "_5"},
+    {"isSubjectCaseSensitive": True, "subjectBeginsWith": "Models/"},
+    {"advancedFilters": [
+        {"operatorType": "NumberInRange", "key": "data.ModelVersion", "values": [[0, 100]]},
+        {"operatorType": "NumberNotIn", "key": "data.x", "values": [1, 2.5]},
+    ]},
+    {"enableAdvancedFilteringOnArrays": True, "advancedFilters": [
+        {"operatorType": "StringContains", "key": "data.ModelTags.area", "values": ["diab"]},
+        {"operatorType": "StringNotBeginsWith", "key": "subject", "values": ["x"]},
+        {"operatorType": "StringIn", "key": "data.runStatus", "values": ["Failed"]},
+    ]},
+    {"advancedFilters": [
+        {"operatorType": "NumberGreaterThanOrEquals", "key": "detail.CreationTime", "value": 0},
+        {"operatorType": "NumberLessThan", "key": "data.DriftCoefficient", "value": 1},
+        {"operatorType": "BoolEquals", "key": "data.flag", "value": True},
+    ]},
+    {"advancedFilters": [
+        {"operatorType": "IsNullOrUndefined", "key": "data.missing"},
+        {"operatorType": "IsNotNull", "key": "id"},
+        {"operatorType": "StringNotEndsWith", "key": "data.a.b.c.d.e", "values": ["z"]},
+        {"operatorType": "NumberNotInRange", "key": "data.n", "values": [[-1, 1]]},
+        {"operatorType": "StringNotIn", "key": "type", "values": ["a"]},
+        {"operatorType": "StringNotContains", "key": "source", "values": ["b"]},
+        {"operatorType": "StringEndsWith", "key": "time", "values": ["Z"]},
+        {"operatorType": "StringBeginsWith", "key": "data.runId", "values": ["AutoML"]},
+        {"operatorType": "NumberIn", "key": "data.ModelVersion", "values": [20]},
+        {"operatorType": "NumberGreaterThan", "key": "data.v", "value": -1e300},
+        {"operatorType": "NumberLessThanOrEquals", "key": "data.v", "value": 1e300},
+    ]},
+]
+
+FILTERS: Final[list[Filter]] = [compile_filter(p, "eventbridge") for p in EVENTBRIDGE_PATTERNS] + [
+    compile_filter(f, "eventgrid") for f in EVENTGRID_FILTERS
+]
+
+
+def check_filters(event: Mapping[str, Any]) -> None:
+    for f in FILTERS:
+        result = f.matches(event)
+        assert result is True or result is False, f"{f.dialect} filter answered {result!r}"
+
+
+def check_message(body: bytes, headers: dict[str, bytes] | None = None) -> int:
+    """Run the properties on one raw message; returns how many events it normalized to."""
+    events, errors = normalize_all(RawMessage(body=body, headers=headers or {}))
+    for err in errors:
+        assert isinstance(err, NormalizeError), f"normalize returned {type(err).__name__}: {err}"
+        assert isinstance(err.reason, str) and err.reason, "NormalizeError without a reason"
+    for ev in events:
+        text = ev.to_json()
+        assert jsonutil.loads(text)["id"] == ev.id
+        for mode in ("binary", "structured"):
+            key, value, hdrs = encode_event(ev, mode)  # type: ignore[arg-type]
+            assert key == ev.subject.encode()
+            assert isinstance(value, bytes)
+            assert decode_record(value, hdrs)["id"] == ev.id
+        ce_headers(ev, content_type=False)
+        jsonutil.loads(delivery_line(Routed("all", "t", ev)))
+        check_filters(ev.to_dict())
+        if ev.original is not None:
+            check_filters(ev.original)
+    if not errors:  # every object was normalized: the filters saw each one as ev.original above
+        return len(events)
+    try:
+        doc = jsonutil.loads(body)
+    except jsonutil.JSONDecodeError:
+        return len(events)
+    for obj in doc if type(doc) is list else [doc]:
+        if type(obj) is dict:
+            check_filters(obj)
+    return len(events)
