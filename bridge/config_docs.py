@@ -23,6 +23,7 @@ from bridge.config import (
     RouteConfig,
     ShutdownConfig,
 )
+from bridge.kafka_oauth import SaslOAuthConfig
 from bridge.pipeline.trust import TrustConfig, TrustLists
 from bridge.sinks.kafka import KafkaSinkConfig
 from bridge.sources.eventhubs import CheckpointStoreConfig, EventHubsSourceConfig
@@ -33,6 +34,8 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("http", HttpConfig, "HTTP server for /healthz, /readyz, /metrics."),
     ("log", LogConfig, "Logging."),
     ("sources[] (type: kafka)", KafkaSourceConfig, "Kafka consumer group; also Event Hubs' Kafka endpoint, MSK."),
+    ("sources[].sasl_oauth, sink.sasl_oauth (type: kafka)", SaslOAuthConfig, "OAUTHBEARER tokens without "
+     "keys: Entra ID for Event Hubs' Kafka endpoint, IAM for Amazon MSK; refreshed before they expire."),
     ("sources[] (type: sqs)", SqsSourceConfig, "SQS queue fed by EventBridge rules (raw or SNS-wrapped bodies)."),
     ("sources[] (type: eventhubs)", EventHubsSourceConfig, "Azure Event Hubs with blob checkpoints: a "
      "connection string, or `fully_qualified_namespace` with an Entra ID `credential` (no keys)."),

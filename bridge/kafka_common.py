@@ -7,9 +7,11 @@ configs inherit it. ``client_kwargs`` turns it into aiokafka constructor argumen
 - Azure Event Hubs' Kafka endpoint: ``bootstrap_servers: <ns>.servicebus.windows.net:9093``,
   ``security_protocol: SASL_SSL``, ``sasl_mechanism: PLAIN``, ``sasl_username: $ConnectionString``,
   ``sasl_password: <connection string>`` (see ``event_hubs_settings``);
-- Amazon MSK: ``SASL_SSL`` + ``SCRAM-SHA-512`` (or mutual TLS with ``SSL``); ``OAUTHBEARER`` takes a static
-  token (``sasl_oauth_token``) or a token provider passed in code (``client_kwargs(token_provider=...)``),
-  e.g. one built on ``aws-msk-iam-sasl-signer-python`` for MSK IAM.
+  or, without keys, ``sasl_mechanism: OAUTHBEARER`` with ``sasl_oauth: {provider: azure}`` (Entra ID);
+- Amazon MSK: ``SASL_SSL`` + ``SCRAM-SHA-512``, mutual TLS with ``SSL`` + ``ssl_certfile``/``ssl_keyfile``, or
+  IAM: ``OAUTHBEARER`` with ``sasl_oauth: {provider: aws_msk_iam}`` (``aws-msk-iam-sasl-signer-python``);
+- ``OAUTHBEARER`` also takes a static token (``sasl_oauth_token``) or a provider passed in code
+  (``client_kwargs(token_provider=...)``). Providers are in ``bridge.kafka_oauth``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import ssl
 from typing import Any, Literal
 
 from aiokafka.abc import AbstractTokenProvider
-from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from bridge.kafka_oauth import SaslOAuthConfig, build_token_provider
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
@@ -41,19 +45,22 @@ class KafkaClientSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    bootstrap_servers: str = "localhost:9092"
-    client_id: str = "ml-event-bridge"
-    security_protocol: SecurityProtocol = "PLAINTEXT"
-    sasl_mechanism: SaslMechanism | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    sasl_oauth_token: SecretStr | None = None
-    ssl_cafile: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
-    ssl_keyfile_password: SecretStr | None = None
-    ssl_check_hostname: bool = True
-    request_timeout_ms: int = 40_000
+    bootstrap_servers: str = Field("localhost:9092", description="host:port[,host:port...]")
+    client_id: str = Field("ml-event-bridge", description="Kafka client id")
+    security_protocol: SecurityProtocol = Field("PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL")
+    sasl_mechanism: SaslMechanism | None = Field(None, description="PLAIN, SCRAM-SHA-256/512, OAUTHBEARER")
+    sasl_username: str | None = Field(None, description="PLAIN/SCRAM user ($ConnectionString for Event Hubs)")
+    sasl_password: SecretStr | None = Field(None, description="PLAIN/SCRAM password (use ${VAR})")
+    sasl_oauth_token: SecretStr | None = Field(None, description="OAUTHBEARER: a fixed token (use ${VAR})")
+    sasl_oauth: SaslOAuthConfig | None = Field(
+        None, description="OAUTHBEARER: refreshed tokens from Entra ID (provider azure) or MSK IAM (aws_msk_iam)"
+    )
+    ssl_cafile: str | None = Field(None, description="CA bundle to verify the brokers (default: system CAs)")
+    ssl_certfile: str | None = Field(None, description="client certificate (PEM) for mutual TLS")
+    ssl_keyfile: str | None = Field(None, description="its private key (PEM; default: inside ssl_certfile)")
+    ssl_keyfile_password: SecretStr | None = Field(None, description="password of an encrypted ssl_keyfile")
+    ssl_check_hostname: bool = Field(True, description="check the broker certificate's host name")
+    request_timeout_ms: int = Field(40_000, description="Kafka request timeout")
 
     @model_validator(mode="after")
     def _check_security(self) -> KafkaClientSettings:
@@ -65,6 +72,13 @@ class KafkaClientSettings(BaseModel):
             raise ValueError(f"sasl_mechanism {self.sasl_mechanism} needs sasl_username and sasl_password")
         if self.ssl_keyfile and not self.ssl_certfile:
             raise ValueError("ssl_keyfile given without ssl_certfile")
+        if self.sasl_oauth is not None and self.sasl_oauth_token is not None:
+            raise ValueError("give sasl_oauth_token or sasl_oauth, not both")
+        if self.sasl_oauth is not None and not (sasl and self.sasl_mechanism == "OAUTHBEARER"):
+            raise ValueError("sasl_oauth needs security_protocol SASL_SSL (or SASL_PLAINTEXT) and sasl_mechanism "
+                             "OAUTHBEARER")
+        if self.sasl_oauth is not None and self.security_protocol != "SASL_SSL":
+            raise ValueError("sasl_oauth sends bearer tokens: use security_protocol SASL_SSL")
         return self
 
     @property
@@ -97,10 +111,12 @@ class KafkaClientSettings(BaseModel):
             kwargs["sasl_mechanism"] = self.sasl_mechanism
             if self.sasl_mechanism == "OAUTHBEARER":
                 provider = token_provider
+                if provider is None and self.sasl_oauth is not None:
+                    provider = build_token_provider(self.sasl_oauth, self.bootstrap_servers)
                 if provider is None and self.sasl_oauth_token is not None:
                     provider = StaticTokenProvider(self.sasl_oauth_token.get_secret_value())
                 if provider is None:
-                    raise ValueError("OAUTHBEARER needs sasl_oauth_token or a token provider")
+                    raise ValueError("OAUTHBEARER needs sasl_oauth, sasl_oauth_token or a token provider")
                 kwargs["sasl_oauth_token_provider"] = provider
             else:
                 kwargs["sasl_plain_username"] = self.sasl_username

@@ -16,6 +16,7 @@ import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -116,22 +117,19 @@ class TestCA:
         return ctx
 
 
-class TlsProxy:
-    """A TLS-terminating proxy on ``127.0.0.1:port`` forwarding plain TCP to ``target``, on the running loop.
+class RelayServer:
+    """A TCP server on ``127.0.0.1:port`` (TLS with ``ssl``) whose connections ``serve`` relays to ``target``;
+    subclasses decide what happens before the byte-for-byte relay."""
 
-    ``peers`` records the subject common name of each verified client certificate (mutual TLS).
-    """
-
-    def __init__(self, port: int, target: tuple[str, int], ctx: ssl.SSLContext) -> None:
+    def __init__(self, port: int, target: tuple[str, int], ssl: ssl.SSLContext | None = None) -> None:
         self.port = port
         self.target = target
-        self.ctx = ctx
-        self.peers: list[str] = []
+        self.ssl = ssl
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def start(self) -> TlsProxy:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, ssl=self.ctx)
+    async def start(self) -> Self:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, ssl=self.ssl)
         return self
 
     async def stop(self) -> None:
@@ -153,20 +151,47 @@ class TlsProxy:
         finally:
             writer.close()
 
+    async def relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter) -> None:
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True)
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter) -> None:
+        await self.relay(reader, writer, up_reader, up_writer)
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        up_writer: asyncio.StreamWriter | None = None
         try:
-            peer = writer.get_extra_info("peercert")
-            if peer:
-                for rdn in peer.get("subject", ()):
-                    for key, value in rdn:
-                        if key == "commonName":
-                            self.peers.append(value)
             up_reader, up_writer = await asyncio.open_connection(*self.target)
-            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True)
-        except (OSError, asyncio.CancelledError):
-            writer.close()
+            await self.serve(reader, writer, up_reader, up_writer)
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            pass
         finally:
+            writer.close()
+            if up_writer is not None:
+                up_writer.close()
             self._tasks.discard(task)
+
+
+class TlsProxy(RelayServer):
+    """A TLS-terminating proxy on ``127.0.0.1:port`` forwarding plain TCP to ``target``, on the running loop.
+
+    ``peers`` records the subject common name of each verified client certificate (mutual TLS).
+    """
+
+    def __init__(self, port: int, target: tuple[str, int], ctx: ssl.SSLContext) -> None:
+        super().__init__(port, target, ctx)
+        self.peers: list[str] = []
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peercert")
+        if peer:
+            for rdn in peer.get("subject", ()):
+                for key, value in rdn:
+                    if key == "commonName":
+                        self.peers.append(value)
+        await self.relay(reader, writer, up_reader, up_writer)
