@@ -23,6 +23,7 @@ pytest_plugins = [
     "tests.fixtures.kafka_aws",
     "tests.fixtures.azure",
     "tests.fixtures.prometheus",
+    "tests.fixtures.docker",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent

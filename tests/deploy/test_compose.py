@@ -6,6 +6,7 @@ import importlib
 import json
 import os
 import re
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -350,3 +351,29 @@ def test_compose_config_validates_with_the_bridge_loader(services: dict[str, dic
     http = cfg["http"] if isinstance(cfg, Mapping) else cfg.http
     port = http["port"] if isinstance(http, Mapping) else http.port
     assert int(port) == 8080
+
+
+@pytest.mark.timeout(1200)  # may wait for the image preparation (engine, base, build) that installs the tool
+def test_docker_compose_accepts_the_file(docker_compose_v1: str, tmp_path: Path) -> None:
+    """`docker-compose config` (v1.29, the compose Debian ships) accepts the file: its schema, interpolation and
+    depends_on conditions. v1 predates the compose-v2 top-level `name:`, the one line set aside for it."""
+    text = COMPOSE_FILE.read_text()
+    without_name, removed = re.subn(r"^name: ml-event-bridge\n", "", text, flags=re.M)
+    assert removed == 1
+    assert "name" not in yaml.safe_load(without_name)
+    copy = tmp_path / "docker-compose.yml"
+    copy.write_text(without_name)
+    res = subprocess.run([docker_compose_v1, "--project-directory", str(ROOT), "-f", str(copy), "-p",
+                          "ml-event-bridge", "config"], capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stderr
+    resolved = yaml.safe_load(res.stdout)
+    original = yaml.safe_load(text)
+    assert set(resolved["services"]) == set(original["services"])
+    bridge = resolved["services"]["bridge"]
+    assert bridge["healthcheck"]["test"] == original["services"]["bridge"]["healthcheck"]["test"]
+    assert bridge["read_only"] is True and bridge["cap_drop"] == ["ALL"] and bridge["user"] == "10001:10001"
+    broken = without_name.replace("stop_grace_period: 40s", "stop_grace_perod: 40s")
+    copy.write_text(broken)
+    rejected = subprocess.run([docker_compose_v1, "--project-directory", str(ROOT), "-f", str(copy), "config",
+                               "-q"], capture_output=True, text=True, timeout=120, check=False)
+    assert rejected.returncode != 0 and "stop_grace_perod" in rejected.stderr  # the check can fail

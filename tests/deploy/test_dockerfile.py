@@ -263,3 +263,11 @@ def test_dockerignore_excludes_local_clutter() -> None:
     ):
         assert _ignored(path, patterns), path
     assert not _ignored("bridge/cli.py", patterns)
+
+
+def test_runtime_stage_carries_the_title_label(stages: list[Stage]) -> None:
+    """The final stage is labelled org.opencontainers.image.title=ml-event-bridge (tests prune old builds by it)."""
+    from testbed.docker import IMAGE_TITLE
+
+    labels = " ".join(i.args for i in stages[-1].all("LABEL"))
+    assert f'org.opencontainers.image.title="{IMAGE_TITLE}"' in labels
