@@ -12,6 +12,9 @@
 
 FROM python:3.11-slim AS builder
 
+# lets a test machine prune builder-stage leftovers of earlier builds (testbed/docker.py) without touching others
+LABEL org.opencontainers.image.title="ml-event-bridge-builder"
+
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_NO_INPUT=1 \

@@ -127,10 +127,12 @@ class Docker:
                                          "DOCKER_BUILD_FLAGS=--network=host"], timeout=900)
 
     def prune_replaced_images(self) -> None:
-        """Remove earlier builds of the bridge image that a rebuild left untagged (the runtime stage carries the
-        title label; the builder stage's layers, the build cache, are kept)."""
+        """Remove earlier builds of the bridge image that rebuilds left untagged: runtime stages (title label), and
+        builder stages older than an hour (their own label; the newest stay: they are the build cache)."""
         self.run("image", "prune", "-f", "--filter", f"label=org.opencontainers.image.title={IMAGE_TITLE}",
                  timeout=300)
+        self.run("image", "prune", "-f", "--filter", f"label=org.opencontainers.image.title={IMAGE_TITLE}-builder",
+                 "--filter", "until=1h", timeout=300)
 
     def inspect(self, ref: str) -> dict[str, Any]:
         data = json.loads(self.run("inspect", ref).stdout)
