@@ -29,7 +29,7 @@ def build_dedup_store(cfg: BridgeConfig) -> DedupStore:
     if d.store == "redis":
         from bridge.pipeline.redis_store import RedisDedupStore
 
-        return RedisDedupStore(d.redis_url.get_secret_value(), d.window_seconds, d.key_prefix)
+        return RedisDedupStore(d.redis_url.get_secret_value(), d.window_seconds, d.key_prefix, d.store_timeout_seconds)
     return MemoryDedupStore(d.window_seconds, d.max_entries)
 
 
@@ -37,7 +37,14 @@ def build_pipeline(cfg: BridgeConfig, sink: Sink, metrics: Metrics | None = None
                    store: DedupStore | None = None) -> Pipeline:
     dedup = None
     if cfg.dedup.enabled:
-        dedup = Deduplicator(store if store is not None else build_dedup_store(cfg))
+        m = metrics
+        dedup = Deduplicator(
+            store if store is not None else build_dedup_store(cfg),
+            timeout=cfg.dedup.store_timeout_seconds,
+            on_store_error=cfg.dedup.on_store_error,
+            on_bypass=m.dedup_bypassed.inc if m is not None else None,
+            on_store_failure=m.dedup_store_errors.inc if m is not None else None,
+        )
     reorder = None
     if cfg.reorder.enabled:
         r = cfg.reorder

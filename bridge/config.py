@@ -59,6 +59,14 @@ class DedupConfig(_Strict):
     key_prefix: str = Field("bridge:dedup:", description="prefix of the Redis keys")
     window_seconds: float = Field(600.0, gt=0, description="how long an id is remembered")
     max_entries: int = Field(1_000_000, ge=1, description="most ids remembered (memory store; ~70 bytes each)")
+    store_timeout_seconds: float = Field(
+        2.0, gt=0, description="longest wait for one Redis call (connect, check, record) before it counts as failed"
+    )
+    on_store_error: Literal["block", "pass"] = Field(
+        "block",
+        description="Redis failing: block = hold the pipeline and retry with backoff (not ready, nothing published "
+        "unchecked); pass = publish without dedup (counted in bridge_dedup_bypassed_total) until Redis answers",
+    )
 
 
 class ReorderConfig(_Strict):
@@ -121,8 +129,23 @@ class DeadLetterConfig(_Strict):
     )
 
 
+class ReadinessConfig(_Strict):
+    stall_seconds: float = Field(
+        60.0, gt=0, description="pending work and no event settled or acked for this long: /readyz answers 503"
+    )
+    probe_interval_seconds: float = Field(
+        5.0, gt=0, description="how often the Kafka brokers (sink, Kafka sources) are asked for metadata"
+    )
+    probe_timeout_seconds: float = Field(
+        5.0, gt=0, description="a broker that does not answer the probe within this is unreachable (not ready)"
+    )
+
+
 class ShutdownConfig(_Strict):
-    grace_seconds: float = Field(25.0, gt=0, description="time to drain and commit after SIGTERM")
+    grace_seconds: float = Field(
+        25.0, gt=0, description="time to drain and commit after SIGTERM; the process exits within it, whatever is "
+        "blocked (undelivered events stay unacknowledged upstream)"
+    )
 
 
 SourceConfig = Annotated[KafkaSourceConfig | SqsSourceConfig | EventHubsSourceConfig, Field(discriminator="type")]
@@ -143,6 +166,7 @@ class BridgeConfig(_Strict):
     trust: TrustConfig = Field(default_factory=TrustConfig)
     sink: KafkaSinkConfig | None = None
     shutdown: ShutdownConfig = Field(default_factory=ShutdownConfig)
+    readiness: ReadinessConfig = Field(default_factory=ReadinessConfig)
 
     @field_validator("routes")
     @classmethod

@@ -19,6 +19,7 @@ from bridge.config import (
     FilterConfig,
     HttpConfig,
     LogConfig,
+    ReadinessConfig,
     ReorderConfig,
     RouteConfig,
     ShutdownConfig,
@@ -53,6 +54,8 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
      "to the global ones."),
     ("sink", KafkaSinkConfig, "Kafka producer for routed events and dead letters."),
     ("shutdown", ShutdownConfig, "Graceful shutdown."),
+    ("readiness", ReadinessConfig, "What makes /readyz answer 503 besides disconnected brokers: a stalled "
+     "pipeline, a Kafka cluster that does not answer its probe (docs/operations.md)."),
 ]
 
 

@@ -2,8 +2,13 @@
 
 Every source runs in its own task, reconnecting with backoff, and feeds one bounded queue; one loop
 drains the queue into the pipeline and releases reorder-buffer deadlines. SIGTERM/SIGINT stop pulling,
-drain the queue, the reorder buffer and the in-flight publishes within ``shutdown.grace_seconds``,
-release (commit) source positions, and exit 0.
+drain the queue, the reorder buffer and the in-flight publishes, release (commit) source positions, and exit
+0, all within ``shutdown.grace_seconds`` whatever is blocked (a hung broker or dedup store): what is not
+delivered by then stays unacknowledged upstream and is redelivered.
+
+/readyz answers 503 with ``reasons`` while the sink or a source is not connected, a publish is failing, the
+dedup store fails (policy ``block``), a Kafka broker does not answer its probe, or the pipeline is stalled
+(``bridge.health``); /healthz answers 200 as long as the process runs.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from aiohttp import web
 from bridge.aio import reraise_if_cancelled
 from bridge.app import build_dedup_store, build_pipeline
 from bridge.config import BridgeConfig
+from bridge.health import BrokerProbes, Probe, ShutdownWatchdog, StallWatch, kafka_probe
 from bridge.logs import configure, scrub
 from bridge.metrics import Metrics
 from bridge.model import Sink, Source, SourceBatch
@@ -55,7 +61,8 @@ def build_sink(cfg: BridgeConfig) -> Sink:
 class Daemon:
     """The running bridge. ``run()`` returns the process exit code."""
 
-    def __init__(self, cfg: BridgeConfig, sources: list[Source] | None = None, sink: Sink | None = None) -> None:
+    def __init__(self, cfg: BridgeConfig, sources: list[Source] | None = None, sink: Sink | None = None,
+                 watchdog: ShutdownWatchdog | None = None) -> None:
         self.cfg = cfg
         self.metrics = Metrics()
         self.sources = sources if sources is not None else [build_source(s) for s in cfg.sources]
@@ -69,18 +76,83 @@ class Daemon:
         self.sink_ready = False
         self.http_port: int | None = None
         self._runner: web.AppRunner | None = None
+        self._admitting = False  # the processor is inside pipeline.submit (e.g. waiting for the dedup store)
+        r = cfg.readiness
+        self.stall = StallWatch(r.stall_seconds)
+        self.probes = BrokerProbes(r.probe_interval_seconds, r.probe_timeout_seconds)
+        self._watchdog = watchdog
+        self._was_ready: bool | None = None
 
     # -- readiness -------------------------------------------------------------------------------
     def source_ready(self, src: Source) -> bool:
         return bool(getattr(src, "ready", True))
 
+    def pending(self) -> bool:
+        """Whether the pipeline has work it has not finished: events in flight, batches queued or being admitted."""
+        return self.pipeline.inflight > 0 or self.queue.qsize() > 0 or self._admitting
+
+    def not_ready_reasons(self) -> list[str]:
+        """Why /readyz answers 503 (empty: ready)."""
+        reasons: list[str] = []
+        if self.stopping.is_set():
+            reasons.append("stopping")
+        if not self.sink_ready:
+            reasons.append("sink: not connected")
+        if self.pipeline.publish_failing:
+            reasons.append("sink: publish failing (retrying)")
+        for s in self.sources:
+            if not self.source_ready(s):
+                reasons.append(f"source {s.name}: not connected")
+        dedup = self.pipeline.dedup
+        if dedup is not None and dedup.store_error is not None and dedup.on_store_error == "block":
+            reasons.append(f"dedup store: {dedup.store_error} (retrying; the pipeline waits)")
+        for name, error in sorted(self.probes.errors.items()):
+            reasons.append(f"{name}: broker unreachable: {error}")
+        if self.stall.observe(self.pending(), self.pipeline.last_progress):
+            reasons.append(f"pipeline stalled: work pending and no progress for {self.stall.age:.0f} s")
+        return reasons
+
     def ready(self) -> bool:
-        return (
-            self.sink_ready
-            and not self.pipeline.publish_failing
-            and not self.stopping.is_set()
-            and all(self.source_ready(s) for s in self.sources)
-        )
+        return not self.not_ready_reasons()
+
+    def readiness(self) -> dict[str, Any]:
+        """The /readyz body."""
+        reasons = self.not_ready_reasons()
+        dedup = self.pipeline.dedup
+        body: dict[str, Any] = {
+            "ready": not reasons,
+            "sink": self.sink_ready and not self.pipeline.publish_failing and "sink" not in self.probes.errors,
+            "sources": {s.name: self.source_ready(s) and f"source {s.name}" not in self.probes.errors
+                        for s in self.sources},
+            "stalled": self.stall.stalled,
+            "seconds_since_progress": round(self.stall.age, 1),
+        }
+        if dedup is not None:
+            body["dedup"] = {"ok": dedup.store_error is None, "on_store_error": dedup.on_store_error}
+            if dedup.store_error is not None:
+                body["dedup"]["error"] = dedup.store_error
+        if reasons:
+            body["reasons"] = reasons
+        return body
+
+    def _probe_targets(self) -> dict[str, Probe | None]:
+        targets: dict[str, Probe | None] = {"sink": kafka_probe(self.sink)}
+        for s in self.sources:
+            targets[f"source {s.name}"] = kafka_probe(s)
+        return targets
+
+    async def _watch(self, every: float = 1.0) -> None:
+        """Refresh the readiness gauges each second and log every readiness change with its reasons."""
+        while True:
+            body = self.readiness()
+            self._refresh_gauges(body)
+            if body["ready"] != self._was_ready:
+                if body["ready"]:
+                    log.info("ready")
+                elif self._was_ready is not None:
+                    log.warning("not ready", reasons=body.get("reasons", []))
+                self._was_ready = body["ready"]
+            await asyncio.sleep(every)
 
     # -- HTTP ------------------------------------------------------------------------------------
     async def _start_http(self) -> None:
@@ -90,13 +162,11 @@ class Daemon:
             return web.json_response({"status": "alive"})
 
         async def readyz(_: web.Request) -> web.Response:
-            detail = {s.name: self.source_ready(s) for s in self.sources}
-            sink_ok = self.sink_ready and not self.pipeline.publish_failing
-            body = {"ready": self.ready(), "sink": sink_ok, "sources": detail}
+            body = self.readiness()
             return web.json_response(body, status=200 if body["ready"] else 503)
 
         async def metrics(_: web.Request) -> web.Response:
-            self._refresh_gauges()
+            self._refresh_gauges(self.readiness())
             return web.Response(body=self.metrics.render(), content_type="text/plain",
                                 headers={"X-Content-Type-Options": "nosniff"})
 
@@ -112,18 +182,27 @@ class Daemon:
         self.http_port = sockets[0].getsockname()[1] if sockets else self.cfg.http.port
         log.info("http listening", host=self.cfg.http.host, port=self.http_port)
 
-    def _refresh_gauges(self) -> None:
+    def _refresh_gauges(self, readiness: dict[str, Any]) -> None:
+        m = self.metrics
         for s in self.sources:
-            self.metrics.source_up.labels(s.name).set(1 if self.source_ready(s) else 0)
+            m.source_up.labels(s.name).set(1 if self.source_ready(s) else 0)
             lag = getattr(s, "lag", None)
             if callable(lag):
                 try:
                     for part, value in lag().items():
-                        self.metrics.consumer_lag.labels(s.name, str(part)).set(value)
+                        m.consumer_lag.labels(s.name, str(part)).set(value)
                 except Exception as exc:
                     log.debug("lag unavailable", source=s.name, error=str(exc))
         if isinstance(self.store, MemoryDedupStore):
-            self.metrics.dedup_entries.set(len(self.store))
+            m.dedup_entries.set(len(self.store))
+        elif self.pipeline.dedup is not None:
+            m.dedup_store_up.set(0 if self.pipeline.dedup.store_error is not None else 1)
+        for name, probe in self._probe_targets().items():
+            if probe is not None:
+                m.broker_up.labels(name).set(0 if name in self.probes.errors else 1)
+        m.ready.set(1 if readiness["ready"] else 0)
+        m.stalled.set(1 if readiness["stalled"] else 0)
+        m.progress_age.set(readiness["seconds_since_progress"])
 
     # -- connections -----------------------------------------------------------------------------
     async def _with_backoff(self, what: str, fn: Any) -> bool:
@@ -177,7 +256,11 @@ class Daemon:
                 continue
             if batch is None:  # shutdown sentinel: everything queued before it is processed
                 return
-            await pipeline.submit(batch)
+            self._admitting = True
+            try:
+                await pipeline.submit(batch)
+            finally:
+                self._admitting = False
             pipeline.tick()
 
     async def run(self) -> int:
@@ -189,8 +272,10 @@ class Daemon:
             log.warning("trust not configured: events are accepted from every workspace, account and source",
                         hint="set trust.azure_workspaces / aws_accounts / aws_regions / event_sources")
         await self._start_http()
+        watch = asyncio.create_task(self._watch(), name="readiness")
+        probes = asyncio.create_task(self.probes.run(self._probe_targets, self.stopping), name="probes")
         if not await self._with_backoff("sink", self.sink.start):  # stopped while still connecting
-            await self._shutdown_http()
+            await self._close_connections(loop.time() + self.cfg.shutdown.grace_seconds, watch, probes)
             log.info("bridge stopped", exit_code=0)
             return 0
         self.sink_ready = True
@@ -213,38 +298,78 @@ class Daemon:
                 self.stopping.set()
         stop_wait.cancel()
         gc_task.cancel()
-        log.info("shutting down", grace_seconds=self.cfg.shutdown.grace_seconds)
+        grace = self.cfg.shutdown.grace_seconds
+        deadline = loop.time() + grace - min(1.0, grace * 0.15)  # margin for the interpreter's own exit
+        drain_until = deadline - min(4.0, grace * 0.25)  # the rest closes connections (commits included)
+        log.info("shutting down", grace_seconds=grace)
         for t in pumps:
             t.cancel()
-        await asyncio.gather(*pumps, return_exceptions=True)
+        await _bounded(asyncio.gather(*pumps, return_exceptions=True), drain_until - loop.time(), "source pumps")
         if not processor.done():
-            if exit_code:  # a crash: the processor may wait for a delivery worker that is gone
+            # Batches already pulled are processed, not lost, unless admission is blocked (e.g. on the dedup
+            # store) past the drain budget: then what it holds stays unacknowledged upstream. After a crash the
+            # processor may wait for a delivery worker that is gone: cancelled at once.
+            drained = not exit_code and (
+                await _bounded(self.queue.put(None), drain_until - loop.time(), "pipeline queue")
+                and await _bounded(asyncio.shield(processor), drain_until - loop.time(), "pipeline admission")
+            )
+            if not drained:
                 processor.cancel()
-            else:
-                await self.queue.put(None)  # batches already pulled are processed, not lost
             await asyncio.gather(processor, return_exceptions=True)
-        await self.pipeline.close(self.cfg.shutdown.grace_seconds)
-        for s in self.sources:
-            with contextlib.suppress(Exception):
-                await s.stop()
-        with contextlib.suppress(Exception):
-            await self.sink.stop()
-        if self.store is not None:
-            with contextlib.suppress(Exception):
-                await self.store.close()
-        await self._shutdown_http()
+        budget = max(0.0, drain_until - loop.time())
+        await _bounded(self.pipeline.close(budget), budget + 0.5, "pipeline drain")
+        await self._close_connections(deadline, watch, probes)
         log.info("bridge stopped", exit_code=exit_code)
         return exit_code
+
+    async def _close_connections(self, deadline: float, *tasks: asyncio.Task[None]) -> None:
+        """Stop sources (final commits), the sink and the store, each bounded by what is left of the grace."""
+        loop = asyncio.get_running_loop()
+        for t in tasks:
+            t.cancel()
+        steps: list[tuple[str, Any]] = [(f"source {s.name}", s.stop) for s in self.sources]
+        steps.append(("sink", self.sink.stop))
+        if self.store is not None:
+            steps.append(("dedup store", self.store.close))
+        for what, stop in steps:
+            await _bounded(stop(), max(0.1, deadline - loop.time()), f"stopping {what}")
+        await _bounded(asyncio.gather(*tasks, return_exceptions=True), max(0.1, deadline - loop.time()), "monitors")
+        await _bounded(self._shutdown_http(), max(0.1, deadline - loop.time()), "http")
 
     def request_stop(self) -> None:
         if not self.stopping.is_set():
             log.info("stop requested")
             self.stopping.set()
+            if self._watchdog is not None:  # the last resort, just before the grace period ends
+                grace = self.cfg.shutdown.grace_seconds
+                self._watchdog.arm(grace - min(0.3, grace * 0.05))
 
     async def _shutdown_http(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+async def _bounded(aw: Any, seconds: float, what: str) -> bool:
+    """Await ``aw`` for at most ``seconds``; False (logged) when it takes longer: it is then cancelled and left
+    behind, not awaited (a client library may take its time to honour the cancellation)."""
+    task = asyncio.ensure_future(aw)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=max(0.0, seconds))
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        log.warning("shutdown step took too long; abandoned", step=what, seconds=round(seconds, 2))
+        return False
+    if task.cancelled():  # the awaited task was cancelled (e.g. a crashed processor), not this one
+        return False
+    exc = task.exception()
+    if exc is not None:
+        log.warning("shutdown step failed", step=what, error=scrub(f"{type(exc).__name__}: {exc}"))
+        return False
+    return True
 
 
 def tune_gc() -> None:
@@ -274,4 +399,8 @@ async def _gc_loop(freeze_every: float = 1.0, full_every: float = 300.0) -> None
 def run_daemon(cfg: BridgeConfig) -> int:
     configure(cfg.log.level, cfg.log.format)
     tune_gc()
-    return asyncio.run(Daemon(cfg).run())
+    watchdog = ShutdownWatchdog()
+    try:
+        return asyncio.run(Daemon(cfg, watchdog=watchdog).run())
+    finally:
+        watchdog.disarm()

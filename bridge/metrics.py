@@ -63,6 +63,33 @@ class Metrics:
         )
         self.inflight = Gauge("bridge_inflight_events", "Events accepted and not yet settled", registry=r)
         self.dedup_entries = Gauge("bridge_dedup_entries", "Ids remembered by the in-memory dedup store", registry=r)
+        self.dedup_store_up = Gauge(
+            "bridge_dedup_store_up", "1 while the last dedup store call succeeded (Redis), 0 while it fails",
+            registry=r,
+        )
+        self.dedup_store_errors = Counter(
+            "bridge_dedup_store_errors", "Failed or timed-out dedup store calls", registry=r
+        )
+        self.dedup_bypassed = Counter(
+            "bridge_dedup_bypassed",
+            "Events published without a dedup check because the store failed (dedup.on_store_error: pass)",
+            registry=r,
+        )
+        self.ready = Gauge("bridge_ready", "1 when /readyz answers 200", registry=r)
+        self.stalled = Gauge(
+            "bridge_pipeline_stalled",
+            "1 while work is pending and nothing was settled or acked for readiness.stall_seconds",
+            registry=r,
+        )
+        self.progress_age = Gauge(
+            "bridge_seconds_since_progress",
+            "Seconds since the last event was settled or batch acked (0 while there is no pending work)",
+            registry=r,
+        )
+        self.broker_up = Gauge(
+            "bridge_broker_up", "1 when the last metadata probe of a Kafka cluster answered in time",
+            ["client"], registry=r,
+        )
         self.consumer_lag = Gauge(
             "bridge_consumer_lag", "Messages behind the end of the partition, where the broker tells it",
             ["source", "partition"], registry=r,

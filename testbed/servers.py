@@ -160,6 +160,16 @@ class ManagedProcess:
             self.process.wait(self.stop_timeout)
         self.stop()
 
+    def pause(self) -> None:
+        """SIGSTOP: the process keeps its sockets open but answers nothing (a hung broker)."""
+        assert self.process is not None and self.process.poll() is None, f"{self.name} is not running"
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after ``pause``."""
+        assert self.process is not None, f"{self.name} is not running"
+        self.process.send_signal(signal.SIGCONT)
+
     def log_tail(self, lines: int = 40) -> str:
         try:
             text = self.log_path.read_text(errors="replace")
@@ -270,6 +280,44 @@ class Tansu(ManagedProcess):
                 return topic
             raise ServerError(f"tansu topic create {topic} failed: {output.strip()}")
         return topic
+
+
+class RedisServer(ManagedProcess):
+    """A private ``redis-server`` (never the machine's shared one) for fault tests: killed and restarted on the
+    same port, with its data kept on disk (append-only file, fsync always) so a restart remembers what was
+    recorded; ``password`` turns on ``requirepass``."""
+
+    name: ClassVar[str] = "redis"
+
+    def __init__(
+        self,
+        *,
+        password: str | None = None,
+        host: str = DEFAULT_HOST,
+        port: int | None = None,
+        log_dir: str | Path | None = None,
+        startup_timeout: float = 15.0,
+    ) -> None:
+        super().__init__(host=host, port=port, log_dir=log_dir, startup_timeout=startup_timeout)
+        self.password = password
+        self.binary = shutil.which("redis-server") or ""
+        if not self.binary:
+            raise ServerError("redis-server not found on PATH")
+
+    def url(self, db: int = 0, password: str | None = None) -> str:
+        secret = password if password is not None else self.password
+        auth = f":{secret}@" if secret else ""
+        return f"redis://{auth}{self.host}:{self.port}/{db}"
+
+    def command(self) -> list[str]:
+        cmd = [self.binary, "--port", str(self.port), "--bind", self.host, "--save", "", "--appendonly", "yes",
+               "--appendfsync", "always", "--dir", str(self.log_dir), "--daemonize", "no"]
+        if self.password:
+            cmd += ["--requirepass", self.password]
+        return cmd
+
+    def after_start(self) -> None:
+        self._fixed_port = self.port  # a restart comes back where the clients expect it
 
 
 class MotoServer(ManagedProcess):

@@ -112,6 +112,7 @@ class Pipeline:
         self._give_up_at: float | None = None
         self.inflight = 0
         self.publish_failing = False  # true from a failed publish until the next successful one (readiness)
+        self.last_progress = clock()  # monotonic time of the last settled event or acked batch (stall detection)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> asyncio.Task[None]:
@@ -325,6 +326,7 @@ class Pipeline:
         task.add_done_callback(done)
 
     def _release(self, items: Sequence[Item]) -> None:
+        self.last_progress = self._clock()
         self.inflight -= len(items)
         waiting = self._waiting
         counts: dict[Tracker, int] = {}  # items of one batch travel together: one release call per batch
@@ -339,6 +341,7 @@ class Pipeline:
                     tr.release()
 
     def _on_batch_done(self, tracker: Tracker) -> None:
+        self.last_progress = self._clock()
         if tracker.ack is None:
             self.metrics.batches_acked.labels(tracker.source).inc()
             return

@@ -4,6 +4,11 @@ Correctness under at-least-once delivery: an id is *recorded* in the store only 
 delivered (or deliberately dropped). Until then it is *in flight*: later copies are dropped as duplicates,
 but if the process dies first, the source redelivers the original and the store does not yet know it, so
 nothing is lost. A store only answers "seen?" and "record these"; the in-flight set lives here.
+
+A remote store that fails (down, slow, wrong password) is handled by ``on_store_error``: every call has a
+timeout; ``block`` (default) retries with backoff and holds the batch (nothing is published unchecked, the
+source positions stay unacknowledged), ``pass`` publishes without dedup (each such event counted) and tries
+the store again after a backoff. ``store_error`` says what is wrong while it lasts (readiness).
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Protocol, TypeVar
+from enum import IntEnum
+from typing import Literal, Protocol, TypeVar
 
 import structlog
 
@@ -20,7 +26,25 @@ log = structlog.get_logger("bridge.dedup")
 T = TypeVar("T")
 
 DedupKey = tuple[str, str]
-FRESH, SEEN, INFLIGHT = 0, 1, 2
+OnStoreError = Literal["block", "pass"]
+
+
+class DedupCode(IntEnum):
+    """How ``Deduplicator.split`` classifies a key."""
+
+    FRESH = 0
+    """Not seen: now in flight, to be published."""
+    SEEN = 1
+    """Recorded in the store: delivered before."""
+    INFLIGHT = 2
+    """A copy is on its way (earlier in this call, or an unsettled event)."""
+
+
+FRESH, SEEN, INFLIGHT = DedupCode.FRESH, DedupCode.SEEN, DedupCode.INFLIGHT
+
+
+class StoreBypassed(Exception):
+    """The store is failing and ``on_store_error`` is ``pass``: the call was skipped."""
 
 
 class DedupStore(Protocol):
@@ -125,16 +149,37 @@ class MemoryDedupStore:
 class Deduplicator:
     """The dedup stage: splits events into fresh and duplicate, tracking in-flight keys."""
 
-    def __init__(self, store: DedupStore) -> None:
+    def __init__(
+        self,
+        store: DedupStore,
+        *,
+        timeout: float = 2.0,
+        on_store_error: OnStoreError = "block",
+        backoff: tuple[float, float] = (0.1, 5.0),
+        on_bypass: Callable[[int], None] | None = None,
+        on_store_failure: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.store = store
         self._inflight: dict[DedupKey, int] = {}
         self._memory = store if isinstance(store, MemoryDedupStore) else None
+        self.timeout = timeout
+        self.on_store_error: OnStoreError = on_store_error
+        self._backoff = backoff
+        self._delay = backoff[0]
+        self._skip_until = 0.0
+        self._on_bypass = on_bypass
+        self._on_store_failure = on_store_failure
+        self._clock = clock
+        self.store_error: str | None = None
+        """What is wrong with the store while calls fail (``None`` when the last call succeeded)."""
+        self.store_failing_since: float | None = None
 
     @property
     def inflight(self) -> int:
         return len(self._inflight)
 
-    async def split(self, keys: Sequence[DedupKey]) -> list[int]:
+    async def split(self, keys: Sequence[DedupKey]) -> list[DedupCode]:
         """Classify each key: ``FRESH`` (now in flight), ``SEEN`` (recorded: delivered before), or
         ``INFLIGHT`` (a copy is still on its way: an earlier key in this call or an unsettled event)."""
         inflight = self._inflight
@@ -155,7 +200,12 @@ class Deduplicator:
             if self._memory is not None:
                 seen = self._memory.seen_now(cand_keys)
             else:
-                seen = await self._retry(self.store.seen, cand_keys)
+                try:
+                    seen = await self._call(self.store.seen, cand_keys)
+                except StoreBypassed:
+                    seen = [False] * len(cand_keys)
+                    if self._on_bypass is not None:
+                        self._on_bypass(len(cand_keys))
             for i, was_seen in zip(candidates, seen, strict=True):
                 if was_seen:
                     codes[i] = SEEN
@@ -175,21 +225,51 @@ class Deduplicator:
         if self._memory is not None:
             self._memory.record_now(keys)
         else:
-            await self._retry(self.store.record, keys)
+            try:
+                await self._call(self.store.record, keys)
+            except StoreBypassed:
+                log.warning("dedup store failing; delivered ids not recorded", ids=len(keys), error=self.store_error)
         inflight = self._inflight
         for key in keys:
             inflight.pop(key, None)
 
-    async def _retry(self, op: Callable[[Sequence[DedupKey]], Awaitable[T]], keys: Sequence[DedupKey]) -> T:
-        """A remote store that is down blocks the pipeline (backpressure) instead of losing events."""
-        delay = 0.1
+    async def _call(self, op: Callable[[Sequence[DedupKey]], Awaitable[T]], keys: Sequence[DedupKey]) -> T:
+        """One store operation with a timeout. ``block``: retried with backoff until it succeeds (the pipeline
+        waits: backpressure, nothing published unchecked). ``pass``: tried once, and not again until the backoff
+        has passed; a failure raises ``StoreBypassed``."""
         while True:
+            if self.on_store_error == "pass" and self.store_error is not None and self._clock() < self._skip_until:
+                raise StoreBypassed(self.store_error)
             try:
-                return await op(keys)
+                async with asyncio.timeout(self.timeout):
+                    result = await op(keys)
             except Exception as exc:
-                log.warning("dedup store unavailable; retrying", retry_in=delay, error=f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                self._failed(exc)
+                if self.on_store_error == "pass":
+                    self._skip_until = self._clock() + self._delay
+                    self._delay = min(self._delay * 2, self._backoff[1])
+                    raise StoreBypassed(self.store_error) from None
+                await asyncio.sleep(self._delay)
+                self._delay = min(self._delay * 2, self._backoff[1])
+                continue
+            if self.store_error is not None:
+                log.info("dedup store recovered", was=self.store_error)
+            self.store_error = None
+            self.store_failing_since = None
+            self._delay = self._backoff[0]
+            return result
+
+    def _failed(self, exc: Exception) -> None:
+        if isinstance(exc, TimeoutError):
+            reason = f"TimeoutError: no answer within {self.timeout:g} s"
+        else:
+            reason = f"{type(exc).__name__}: {exc}"
+        if self.store_failing_since is None:
+            self.store_failing_since = self._clock()
+        self.store_error = reason
+        if self._on_store_failure is not None:
+            self._on_store_failure()
+        log.warning("dedup store unavailable", policy=self.on_store_error, retry_in=self._delay, error=reason)
 
     def forget(self, keys: Sequence[DedupKey]) -> None:
         """The events with these keys were not delivered (shutdown before publish): no longer in flight."""

@@ -3,7 +3,8 @@
 Each delivered (source, id) becomes a key ``<prefix><blake2b(source, id)>`` with the window as its TTL
 (``SET .. EX .. NX``). ``seen`` is one pipelined EXISTS round trip per batch, ``record`` one pipelined
 SET round trip. The count bound of the window is left to Redis itself (``maxmemory`` with a
-``volatile-ttl``/``volatile-lru`` policy); the time bound is the TTL.
+``volatile-ttl``/``volatile-lru`` policy); the time bound is the TTL. Connects and reads time out after
+``timeout`` seconds (``dedup.store_timeout_seconds``).
 """
 
 from __future__ import annotations
@@ -24,8 +25,13 @@ def redis_key(prefix: str, key: DedupKey) -> str:
 class RedisDedupStore:
     """Dedup store in Redis, shared by every replica pointing at the same server and prefix."""
 
-    def __init__(self, url: str, window_seconds: float = 600.0, prefix: str = "bridge:dedup:") -> None:
-        self.client: aioredis.Redis = aioredis.Redis.from_url(url)
+    def __init__(
+        self, url: str, window_seconds: float = 600.0, prefix: str = "bridge:dedup:", timeout: float = 2.0
+    ) -> None:
+        # socket timeouts bound every connect/read; the Deduplicator bounds each whole call on top of them
+        self.client: aioredis.Redis = aioredis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
         self.ttl = max(1, int(window_seconds))
         self.prefix = prefix
 
