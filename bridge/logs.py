@@ -1,8 +1,9 @@
 """Logging: structlog JSON lines (or console), with secrets scrubbed from every value.
 
-Connection strings, keys and passwords never reach the output: the ``redact`` processor rewrites
+Connection strings, keys, passwords and tokens never reach the output: the ``redact`` processor rewrites
 ``SharedAccessKey=..``, ``AccountKey=..``, ``SharedAccessSignature ..``, ``sig=..``, URL passwords
-(``redis://user:PASS@host``) and any field whose name looks secret.
+(``redis://user:PASS@host``), JWTs and ``Bearer`` tokens, SigV4 signatures and session tokens, MSK IAM
+tokens, PEM private keys, and any field whose name looks secret.
 
 The bridge's own structlog loggers and the libraries' stdlib loggers (aiokafka, azure, botocore, ...) share
 one processor chain: stdlib records go through ``structlog.stdlib.ProcessorFormatter`` on the root handler,
@@ -29,9 +30,19 @@ _PATTERNS = [
     (re.compile(r"(SharedAccessSignature\s+)\S+", re.I), r"\1***"),
     (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@", re.I), r"\1***@"),
     (re.compile(r"(aws_secret_access_key['\"]?\s*[:=]\s*['\"]?)[^'\"\s,]+", re.I), r"\1***"),
+    # bearer tokens: JWTs (Entra ID, web identity), "Bearer x", SigV4 presigned parts, MSK IAM tokens (the
+    # base64url of an https://kafka.<region>.amazonaws.com/ presigned URL), STS answers, PEM private keys
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), "eyJ***"),
+    (re.compile(r"(\bBearer\s+)[A-Za-z0-9._~+/=-]+", re.I), r"\1***"),
+    (re.compile(r"(X-Amz-(?:Signature|Security-Token)=)[^&\s\"']+", re.I), r"\1***"),
+    (re.compile(r"\baHR0cHM6Ly9rYWZrYS[A-Za-z0-9_=-]+"), "***"),
+    (re.compile(r"(<(?:SecretAccessKey|SessionToken)>)[^<]+"), r"\1***"),
+    (re.compile(r"(\"(?:SecretAccessKey|SessionToken|access_token)\"\s*:\s*\")[^\"]+"), r"\1***"),
+    (re.compile(r"-----BEGIN ([A-Z ]*)PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
+     r"-----BEGIN \1PRIVATE KEY----- *** -----END PRIVATE KEY-----"),
 ]
 # libraries whose INFO/DEBUG chatter is never wanted: they log at WARNING and above whatever log.level says
-LIBRARY_LOGGERS = ("aiokafka", "azure", "botocore", "aiobotocore", "uamqp", "urllib3", "asyncio")
+LIBRARY_LOGGERS = ("aiokafka", "azure", "botocore", "aiobotocore", "uamqp", "urllib3", "asyncio", "msal")
 
 
 def scrub(text: str) -> str:

@@ -15,6 +15,7 @@ import json
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +89,7 @@ class ManagedIdentityEndpoint:
         self.lifetime = lifetime
         self.secret = secrets.token_hex(16)
         self.issued: list[tuple[str, str]] = []  # (resource, token)
+        self.on_issue: list[Callable[[str, str], None]] = []  # called with (resource, token) before answering
         self.refused = 0
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -99,6 +101,8 @@ class ManagedIdentityEndpoint:
         resource = request.query.get("resource", "")
         token = entra_token(audience_of(resource), self.lifetime)
         self.issued.append((resource, token))
+        for listener in self.on_issue:
+            listener(resource, token)
         return web.json_response({"access_token": token, "expires_on": str(int(time.time() + self.lifetime)),
                                   "resource": resource, "token_type": "Bearer"})
 

@@ -48,18 +48,9 @@ async def roundtrip(settings: dict[str, Any], topic: str, group: str) -> list[by
 
 
 @pytest.fixture
-async def msi(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[ManagedIdentityEndpoint]:
-    """A managed-identity endpoint that DefaultAzureCredential finds through the environment."""
-    endpoint = await ManagedIdentityEndpoint().start()
-    for var in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN_FILE",
-                "AZURE_USERNAME", "MSI_ENDPOINT", "IMDS_ENDPOINT"):
-        monkeypatch.delenv(var, raising=False)
-    for key, value in endpoint.env().items():
-        monkeypatch.setenv(key, value)
-    try:
-        yield endpoint
-    finally:
-        await endpoint.stop()
+def msi(managed_identity: ManagedIdentityEndpoint) -> ManagedIdentityEndpoint:
+    """The managed-identity endpoint DefaultAzureCredential finds through the environment."""
+    return managed_identity
 
 
 @pytest.fixture

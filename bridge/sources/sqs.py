@@ -168,7 +168,7 @@ class SqsSource:
             self._backlog_task = asyncio.create_task(self._backlog_loop(), name=f"sqs-backlog-{self.name}")
         log.info(
             "sqs.source_started", source=self.name, queue=self.queue_name, receivers=self.config.receivers,
-            credentials=await self._credential_method(),
+            auth=await self._credential_method(),
         )
 
     async def _credential_method(self) -> str:

@@ -116,29 +116,23 @@ async def test_a_wrong_token_is_rejected_and_nothing_is_received_nor_logged(
 
 async def test_default_azure_credential_through_a_managed_identity_endpoint(
     eventhub: Callable[..., str], eventhubs_server: EventHubsServer, tls_front: tuple[TlsProxy, Path],
-    monkeypatch: pytest.MonkeyPatch,
+    managed_identity: ManagedIdentityEndpoint,
 ) -> None:
     """The default config (credential kind ``default``: DefaultAzureCredential) finds the managed identity from
     IDENTITY_ENDPOINT/IDENTITY_HEADER, asks it for the Event Hubs audience, and the server accepts that token."""
     proxy, ca = tls_front
     hub = eventhub(1)
-    msi = await ManagedIdentityEndpoint().start()
-    for var in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN_FILE",
-                "AZURE_USERNAME", "MSI_ENDPOINT", "IMDS_ENDPOINT"):
-        monkeypatch.delenv(var, raising=False)
-    for key, value in msi.env().items():
-        monkeypatch.setenv(key, value)
+    msi = managed_identity
     eventhubs_server.publish(hub, [b"via-msi"], partition_id="0")
+    # the server trusts what the identity issues for Event Hubs, from the moment it issues it
+    msi.on_issue.append(lambda resource, token: eventhubs_server.accepted_jwts.add(token)
+                        if resource.rstrip("/") == EVENTHUBS_AUDIENCE else None)
     source = EventHubsSource(keyless_config(hub, proxy, ca))
     try:
         await source.start()
-        accepted = eventhubs_server.accepted_jwts
-        await wait_for(lambda: bool(msi.issued))
-        accepted.update(msi.tokens_for(EVENTHUBS_AUDIENCE))  # the server trusts what the identity issued
         assert await take(source.batches(), 1) == [b"via-msi"]
     finally:
         await source.stop()
-        await msi.stop()
     assert msi.issued and {r for r, _ in msi.issued} == {"https://eventhubs.azure.net/"}
     assert any(p.accepted and p.token in msi.tokens_for(EVENTHUBS_AUDIENCE) for p in eventhubs_server.put_tokens)
 

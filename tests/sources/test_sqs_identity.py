@@ -89,6 +89,6 @@ async def test_irsa_web_identity_end_to_end_through_service_endpoints(
         calls = recorder.calls(action)
         assert calls and {c.access_key for c in calls} == {temporary.group(1).decode()}, action
     started = [e for e in logs.events if e["event"] == "sqs.source_started"]
-    assert started and started[0]["credentials"] == "assume-role-with-web-identity"
+    assert started and started[0]["auth"] == "assume-role-with-web-identity"
     dumped = repr(logs.events)
     assert irsa_env not in dumped and secret.group(1).decode() not in dumped
