@@ -153,6 +153,10 @@ def test_dashboard_covers_what_operators_need(dashboard: Doc) -> None:
         "restarts": r"changes\(process_start_time_seconds",
         "memory": r"process_resident_memory_bytes",
         "untrusted events per source": r"sum by \(source\) \(rate\(bridge_untrusted_total",
+        "readiness per pod": r"by \(pod\) \(bridge_ready",
+        "brokers reachable": r"by \(pod, client\) \(bridge_broker_up",
+        "stall": r"bridge_pipeline_stalled",
+        "dedup store failures": r"bridge_dedup_store_errors_total",
     }
     for what, pattern in needed.items():
         assert re.search(pattern, text), f"no panel for {what}"
@@ -180,13 +184,14 @@ def test_every_alert_has_severity_summary_and_a_runbook(rules: list[Doc]) -> Non
 
 
 def test_alerts_cover_the_failure_modes(rules: list[Doc], exported: set[str]) -> None:
-    """Stall, lag growth, dead-letter rate, publish errors, source down and untrusted events are alerted on;
-    every alert names only exported metrics."""
+    """Stall (the bridge's own stall gauge), lag growth, dead-letter rate, publish errors, source down, not ready,
+    untrusted events and unchecked (dedup bypassed) events are alerted on; every alert names only exported
+    metrics."""
     by_name = {r["alert"]: r for r in rules}
     expected = {
         "BridgePipelineStalled", "BridgeConsumerLagGrowing", "BridgeDeadLetterRateHigh", "BridgePublishErrors",
         "BridgeSourceDown", "BridgeDown", "BridgeRestarting", "BridgeDeadLettersLost", "BridgeAckErrors",
-        "BridgeUntrustedEvents",
+        "BridgeUntrustedEvents", "BridgeNotReady", "BridgeDedupBypassed",
     }
     assert expected <= set(by_name), sorted(expected - set(by_name))
     for rule in rules:

@@ -49,6 +49,7 @@ RATE_INTERVAL = "10s"  # what $__rate_interval stands for at a 1 s scrape interv
 STALL = "BridgePipelineStalled"
 TRUSTED_ACCOUNT = "123456789012"  # sagemaker_training_event's default account
 FOREIGN_ACCOUNT = "999999999999"
+READINESS = "Readiness: pods, sources, brokers"
 # (panel, legend) of the queries whose value the traffic below makes positive; the others may read 0 (lag, errors,
 # early flushes, restarts before the restart).
 MEASURED = {
@@ -58,7 +59,8 @@ MEASURED = {
     ("Duplicates dropped per source", "{{source}}"), ("Unrouted per source", "{{source}}"),
     ("Dead letters by kind", "{{kind}}"), ("Late events by policy", "{{policy}}"),
     ("Untrusted events per source", "{{source}}"),
-    ("Readiness per source", "{{pod}} {{source}}"), ("Source positions released and failed", "{{source}} released"),
+    *((READINESS, legend) for legend in ("{{pod}} ready", "{{pod}} {{source}}", "{{pod}} broker {{client}}")),
+    ("Source positions released and failed", "{{source}} released"),
     ("Memory and dedup window", "{{pod}} resident"), ("Memory and dedup window", "{{pod}} dedup ids"),
     *(("Publish latency", f"p{q}") for q in (50, 90, 99)), *(("End-to-end latency", f"p{q}") for q in (50, 90, 99)),
 }
@@ -105,6 +107,8 @@ def bridge_config(source_bootstrap: str, raw: str, sink_bootstrap: str, routes: 
         "sink": {"type": "kafka", "bootstrap_servers": sink_bootstrap},
         "shutdown": {"grace_seconds": 10},
         "trust": {"aws_accounts": [TRUSTED_ACCOUNT]},
+        # the bridge's stall signal after 2 s without progress (default 60 s), like the compressed rules
+        "readiness": {"stall_seconds": 2},
     }
 
 
@@ -348,6 +352,8 @@ def test_time_compression_keeps_expressions_and_scales_every_duration() -> None:
         assert re.sub(r"\[\w+\]", "[]", slow_rule["expr"]) == re.sub(r"\[\w+\]", "[]", fast_rule["expr"])
         assert {k: v for k, v in slow_rule.items() if k not in ("expr", "for")} == \
             {k: v for k, v in fast_rule.items() if k not in ("expr", "for")}
-    stall = next(r for r in fast["groups"][0]["rules"] if r["alert"] == STALL)
-    assert stall["for"] == "5s" and "[5s]" in stall["expr"] and "[5m]" not in stall["expr"]
+    by_name = {r["alert"]: r for r in fast["groups"][0]["rules"]}
+    assert by_name[STALL]["for"] == "5s"
+    lag = by_name["BridgeConsumerLagGrowing"]
+    assert lag["for"] == "15s" and lag["expr"].count("[15s]") == 2 and "[15m]" not in lag["expr"]
 
