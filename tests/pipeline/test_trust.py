@@ -277,3 +277,21 @@ def test_replay_with_a_trust_config_dead_letters_foreign_events(tmp_path: Any) -
     dead = next(r for r in rows if r["route"] == "deadletter")
     assert dead["error"].startswith("untrusted source: AWS account '999999999999'")
     assert orjson.loads(dead["input"])["id"] == "b"
+
+
+def test_check_config_prints_the_lists_in_force(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """`bridge check-config` says whether trust is configured and counts each list, global and per source."""
+    from bridge.cli import cmd_check_config
+
+    class Args:
+        file = ""
+
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text("sources: [{type: kafka, name: k}]\ntrust:\n  aws_accounts: ['123456789012']\n"
+                   "  sources: {k: {azure_workspaces: ['/subscriptions/1', '/subscriptions/2']}}\n")
+    Args.file = str(cfg)
+    assert cmd_check_config(Args()) == 0  # type: ignore[arg-type]
+    assert "trust: aws_accounts 1; per source: k: azure_workspaces 2" in capsys.readouterr().out
+    cfg.write_text("{}\n")
+    assert cmd_check_config(Args()) == 0  # type: ignore[arg-type]
+    assert "trust: not configured" in capsys.readouterr().out
