@@ -5,9 +5,9 @@
 - ``dedup``: RSS growth of a ``MemoryDedupStore`` holding ``--ids`` realistic (source, uuid) keys (recorded in
   batches of 1,000 as the pipeline does; the key tuples themselves are freed, the store keeps what it keeps);
 - ``reorder``: RSS growth of a ``ReorderBuffer`` holding ``--events`` events across ``--subjects`` subjects,
-  twice: the buffer's own structures (events created first, then pushed), and in total (the held events
-  with their parsed payload, as in the running bridge; the raw body is kept too only with late policy
-  ``deadletter``, reported separately).
+  admitted as the pipeline admits them (normalized, routed, encoded once into compact records; the parsed
+  events are gone), with the dedup stage's in-flight bookkeeping: the records, then the buffer's own
+  structures, and in total per held event; beside it the bytes the memory budget accounts per record.
 """
 
 from __future__ import annotations
@@ -78,18 +78,35 @@ def measure_dedup(ids: int, batch: int = 1000, seed: int = 7) -> dict[str, Any]:
     }
 
 
-def _items(bodies: list[bytes]) -> list[Any]:
-    from bridge.model import RawMessage
-    from bridge.normalize import normalize_all
-    from bridge.pipeline.tracking import Item, Tracker
+def _admit(bodies: list[bytes]) -> tuple[list[Any], Any]:
+    """Admit the bodies as the pipeline does (normalize, dedup, route, encode in binary mode); return the
+    records and the deduplicator (its in-flight bookkeeping is part of what a held event costs)."""
+    import asyncio
 
-    tracker = Tracker(None, lambda _t: None, "bench")
-    items: list[Any] = []
-    for i, body in enumerate(bodies):
-        evs, _ = normalize_all(RawMessage(body, {}, "bench", f"bench/0@{i}"))
-        # as the pipeline does with the default late policy (emit): the raw body is not kept
-        items.extend(Item(ev, tracker, b"", f"bench/0@{i}", "bench", 0.0) for ev in evs)
-    return items
+    from bridge.metrics import Metrics
+    from bridge.model import RawMessage, SourceBatch
+    from bridge.pipeline.admission import Admission
+    from bridge.pipeline.dedup import Deduplicator, MemoryDedupStore
+    from bridge.pipeline.router import Route, Router
+    from bridge.pipeline.settlement import Settlement
+    from bridge.sinks.encoding import BinaryEncoder
+
+    dedup = Deduplicator(MemoryDedupStore())
+    metrics = Metrics()
+    settlement = Settlement(dedup, metrics)
+    admission = Admission(Router([Route("all", "ml.events")]), BinaryEncoder(), settlement, metrics,
+                          deadletter_topic="dlq", dedup=dedup)
+
+    async def run() -> list[Any]:
+        records: list[Any] = []
+        for start in range(0, len(bodies), 1000):
+            chunk = bodies[start : start + 1000]
+            msgs = [RawMessage(b, {}, "bench", f"bench/0@{start + i}") for i, b in enumerate(chunk)]
+            batch = SourceBatch(msgs, None, "bench")
+            records.extend((await admission.admit(batch, settlement.track(batch, 0.0))).records)
+        return records
+
+    return asyncio.run(run()), dedup
 
 
 def measure_reorder(events: int, subjects: int) -> dict[str, Any]:
@@ -98,27 +115,30 @@ def measure_reorder(events: int, subjects: int) -> dict[str, Any]:
 
     ds = generate(events, subjects=subjects, dup_ratio=0.0, ooo_ratio=0.0, bad_ratio=0.0)
     bodies = [v for _, v in ds.records]
-    raw_mb = sum(len(b) + 33 for b in bodies) / 1024 / 1024  # bytes objects: payload + header
+    input_bytes = sum(len(b) for b in bodies)
     del ds
-    base = _settled_rss()  # the raw bodies exist already and are not held by the items
-    items = _items(bodies)
-    with_events = _settled_rss()
+    base = _settled_rss()  # the raw bodies exist already and are not held by the records
+    records, dedup = _admit(bodies)
+    with_records = _settled_rss()
     buf = ReorderBuffer(max_delay=3600.0, max_events=events, max_subjects=max(subjects, 1_000_000))
     t0 = time.perf_counter()
-    for start in range(0, len(items), 1000):
-        early, late = buf.push(items[start : start + 1000], 0.0)
+    for start in range(0, len(records), 1000):
+        early, late = buf.push(records[start : start + 1000], 0.0)
         assert not early and not late
     seconds = time.perf_counter() - t0
     held = _settled_rss()
+    n = max(1, buf.size)
     return {
         "events": buf.size,
         "subjects": buf.subjects,
-        "events_rss_mb": round(with_events - base, 1),
-        "raw_bytes_mb_if_late_policy_deadletter": round(raw_mb, 1),
-        "buffer_structures_mb": round(held - with_events, 1),
+        "input_bytes_per_event": round(input_bytes / n, 1),
+        "records_and_dedup_mb": round(with_records - base, 1),
+        "buffer_structures_mb": round(held - with_records, 1),
         "total_delta_mb": round(held - base, 1),
-        "bytes_per_event_structures": round((held - with_events) * 1024 * 1024 / max(1, buf.size), 1),
-        "bytes_per_event_total": round((held - base) * 1024 * 1024 / max(1, buf.size), 1),
+        "bytes_per_event_structures": round((held - with_records) * 1024 * 1024 / n, 1),
+        "bytes_per_event_total": round((held - base) * 1024 * 1024 / n, 1),
+        "accounted_bytes_per_event": round(buf.bytes / n, 1),
+        "inflight_ids": dedup.inflight,
         "push_seconds": round(seconds, 2),
     }
 

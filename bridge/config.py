@@ -27,6 +27,7 @@ from pydantic import (
 
 from bridge.envsubst import expand
 from bridge.filters import FilterError, compile_filter
+from bridge.limits import LimitsConfig
 from bridge.pipeline.trust import TrustConfig
 from bridge.sinks.kafka import KafkaSinkConfig
 from bridge.sources.eventhubs import EventHubsSourceConfig
@@ -58,7 +59,6 @@ class DedupConfig(_Strict):
     )
     key_prefix: str = Field("bridge:dedup:", description="prefix of the Redis keys")
     window_seconds: float = Field(600.0, gt=0, description="how long an id is remembered")
-    max_entries: int = Field(1_000_000, ge=1, description="most ids remembered (memory store; ~70 bytes each)")
     store_timeout_seconds: float = Field(
         2.0, gt=0, description="longest wait for one Redis call (connect, check, record) before it counts as failed"
     )
@@ -67,12 +67,20 @@ class DedupConfig(_Strict):
         description="Redis failing: block = hold the pipeline and retry with backoff (not ready, nothing published "
         "unchecked); pass = publish without dedup (counted in bridge_dedup_bypassed_total) until Redis answers",
     )
+    max_entries: int = Field(
+        1_000_000, ge=1,
+        description="most ids remembered (memory store, ~90 bytes each; capped by the memory budget, limits.memory_mb)",
+    )
 
 
 class ReorderConfig(_Strict):
     enabled: bool = Field(True, description="restore per-subject order")
     max_delay_ms: int = Field(2000, ge=0, description="longest time an event is held")
-    max_events: int = Field(100_000, ge=1, description="events held at most; beyond, the oldest are released early")
+    max_events: int = Field(
+        100_000, ge=1,
+        description="events held at most; beyond, the oldest are released early (bytes are bounded too, by "
+        "limits.memory_mb)",
+    )
     max_subjects: int = Field(
         1_000_000, ge=1, description="subjects whose last emitted sequence is remembered (late detection)"
     )
@@ -167,6 +175,7 @@ class BridgeConfig(_Strict):
     sink: KafkaSinkConfig | None = None
     shutdown: ShutdownConfig = Field(default_factory=ShutdownConfig)
     readiness: ReadinessConfig = Field(default_factory=ReadinessConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
     @field_validator("routes")
     @classmethod

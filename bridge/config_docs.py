@@ -25,6 +25,7 @@ from bridge.config import (
     ShutdownConfig,
 )
 from bridge.kafka_oauth import SaslOAuthConfig
+from bridge.limits import LimitsConfig
 from bridge.pipeline.trust import TrustConfig, TrustLists
 from bridge.sinks.kafka import KafkaSinkConfig
 from bridge.sources.eventhubs import CheckpointStoreConfig, EventHubsSourceConfig
@@ -56,6 +57,8 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("shutdown", ShutdownConfig, "Graceful shutdown."),
     ("readiness", ReadinessConfig, "What makes /readyz answer 503 besides disconnected brokers: a stalled "
      "pipeline, a Kafka cluster that does not answer its probe (docs/operations.md)."),
+    ("limits", LimitsConfig, "The memory budget: one limit bounds everything the bridge holds (see "
+     "docs/operations.md, \"Memory\")."),
 ]
 
 

@@ -23,9 +23,10 @@ import structlog
 from aiohttp import web
 
 from bridge.aio import reraise_if_cancelled
-from bridge.app import build_dedup_store, build_pipeline
+from bridge.app import build_dedup_store, build_pipeline, memory_plan
 from bridge.config import BridgeConfig
 from bridge.health import BrokerProbes, Probe, ShutdownWatchdog, StallWatch, kafka_probe
+from bridge.limits import MemoryBudget, MiB, Plan
 from bridge.logs import configure, scrub
 from bridge.metrics import Metrics
 from bridge.model import Sink, Source, SourceBatch
@@ -35,19 +36,20 @@ from bridge.pipeline.dedup import MemoryDedupStore
 log = structlog.get_logger("bridge.daemon")
 
 
-def build_source(cfg: Any) -> Source:
+def build_source(cfg: Any, budget: MemoryBudget | None = None, prefetch_bytes: int | None = None) -> Source:
+    """The source of one ``sources[]`` entry; ``budget`` and ``prefetch_bytes`` bound what it fetches."""
     if cfg.type == "kafka":
         from bridge.sources.kafka import KafkaSource
 
-        return KafkaSource(cfg)
+        return KafkaSource(cfg, budget=budget, prefetch_bytes=prefetch_bytes)
     if cfg.type == "sqs":
         from bridge.sources.sqs import SqsSource
 
-        return SqsSource(cfg)
+        return SqsSource(cfg, budget=budget)
     if cfg.type == "eventhubs":
         from bridge.sources.eventhubs import EventHubsSource
 
-        return EventHubsSource(cfg)
+        return EventHubsSource(cfg, budget=budget, prefetch_bytes=prefetch_bytes)
     raise ValueError(f"unknown source type {cfg.type!r}")
 
 
@@ -65,10 +67,17 @@ class Daemon:
                  watchdog: ShutdownWatchdog | None = None) -> None:
         self.cfg = cfg
         self.metrics = Metrics()
-        self.sources = sources if sources is not None else [build_source(s) for s in cfg.sources]
+        self.plan: Plan = memory_plan(cfg)
+        self.budget = MemoryBudget(self.plan.held_bytes, on_pause=self.metrics.source_pauses.inc)
+        self.metrics.memory_budget.set(self.plan.held_bytes)
+        self.metrics.memory_limit.set(self.plan.memory_mb * MiB)
+        if sources is None:
+            share = self.plan.source_bytes // max(1, len(cfg.sources))
+            sources = [build_source(s, self.budget, share) for s in cfg.sources]
+        self.sources = sources
         self.sink = sink if sink is not None else build_sink(cfg)
-        self.store = build_dedup_store(cfg) if cfg.dedup.enabled else None
-        self.pipeline: Pipeline = build_pipeline(cfg, self.sink, self.metrics, self.store)
+        self.store = build_dedup_store(cfg, self.plan) if cfg.dedup.enabled else None
+        self.pipeline: Pipeline = build_pipeline(cfg, self.sink, self.metrics, self.store, self.budget)
         self.metrics.prime([s.name for s in self.sources], [r.name for r in cfg.routes],
                            cfg.reorder.late_policy if cfg.reorder.enabled else None)
         self.queue: asyncio.Queue[SourceBatch | None] = asyncio.Queue(maxsize=8)
@@ -285,6 +294,7 @@ class Daemon:
         gc_task = asyncio.create_task(_gc_loop(), name="gc")
         log.info("bridge running", sources=[s.name for s in self.sources],
                  routes=[r.name for r in self.cfg.routes])
+        log.info("memory budget", **self.plan.describe())
         stop_wait = asyncio.create_task(self.stopping.wait())
         # the processor and the delivery worker run until stop: either ending first is a crash, never a stall
         await asyncio.wait([stop_wait, processor, worker], return_when=asyncio.FIRST_COMPLETED)

@@ -30,6 +30,10 @@ STATUSES: Final = frozenset(
     {"pending", "running", "stopping", "completed", "failed", "stopped", "deleting", "deleted", "unknown"}
 )
 TERMINAL_STATUSES: Final = frozenset({"completed", "failed", "stopped", "deleted"})
+_KNOWN: Final = frozenset(
+    {"specversion", "id", "source", "type", "subject", "time", "data", "platform", "origtype", "sequence", "status",
+     "datacontenttype", "late", "partitionkey"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,3 +97,24 @@ class CloudEvent:
 
     def to_json(self) -> bytes:
         return jsonutil.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> CloudEvent:
+        """The event of a canonical CloudEvents JSON dict (as ``to_dict`` or a decoded record gives it);
+        attributes it does not know become extensions. Raises ``KeyError`` if a required one is missing."""
+        late = doc.get("late", False)
+        return cls(
+            id=str(doc["id"]),
+            source=str(doc["source"]),
+            type=str(doc["type"]),
+            subject=str(doc.get("subject", "")),
+            time=str(doc.get("time", "")),
+            data=doc.get("data"),
+            platform=str(doc.get("platform", "")),
+            origtype=str(doc.get("origtype", "")),
+            sequence=str(doc.get("sequence", "")),
+            status=doc.get("status"),
+            datacontenttype=str(doc.get("datacontenttype", JSON)),
+            late=late is True or late == "true",
+            extensions={k: v for k, v in doc.items() if k not in _KNOWN},
+        )

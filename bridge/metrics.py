@@ -100,6 +100,22 @@ class Metrics:
             "bridge_publish_latency_seconds", "Time to publish a group of records and get broker confirmation",
             buckets=LATENCY_BUCKETS, registry=r,
         )
+        self.held_bytes = Gauge(
+            "bridge_held_bytes", "Bytes of events held, per stage (source: fetched, not yet admitted; reorder; "
+            "delivery: outbox and in-flight publishes)", ["stage"], registry=r,
+        )
+        self.memory_budget = Gauge(
+            "bridge_memory_budget_bytes", "The held-bytes budget (from limits.memory_mb); sources pause at it",
+            registry=r,
+        )
+        self.memory_limit = Gauge(
+            "bridge_memory_limit_bytes", "limits.memory_mb (configured, from the cgroup, or the default) in bytes",
+            registry=r,
+        )
+        self.source_pauses = Counter(
+            "bridge_source_pauses", "Times the sources stopped fetching because the memory budget was full",
+            registry=r,
+        )
         self.e2e_latency = Histogram(
             "bridge_event_latency_seconds", "From receipt of a message to confirmed publish of its event",
             buckets=LATENCY_BUCKETS, registry=r,

@@ -1,16 +1,18 @@
-"""The narrow interfaces between stages: raw messages and batches from sources, deliveries to sinks.
+"""The narrow interfaces between stages: raw messages and batches from sources, records to sinks.
 
-Data walks one way: ``Source`` yields ``SourceBatch``es of ``RawMessage``s; the pipeline turns them into
-``Delivery``s (a routed ``CloudEvent`` or a ``DeadLetter``) handed to a ``Sink``; once every event of a
-batch has been published and confirmed by the sink, or deliberately dropped, the batch's ``ack`` is called,
-exactly once, and the source releases its position (Kafka commit, Event Hubs checkpoint, SQS delete).
+Data walks one way: ``Source`` yields ``SourceBatch``es of ``RawMessage``s; the pipeline turns each event into
+bytes once, at admission, with the sink's ``Encoder``, and hands ``OutRecord``s (topic, key, value, headers) to
+the ``Sink``; once every event of a batch has been published and confirmed by the sink, or deliberately dropped,
+the batch's ``ack`` is called, exactly once, and the source releases its position (Kafka commit, Event Hubs
+checkpoint, SQS delete). ``Routed`` and ``DeadLetter`` are the decoded, human-facing forms of what was
+published (``bridge.testing.CapturingSink`` gives them back to tests).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from bridge.envelope import CloudEvent
 
@@ -34,11 +36,29 @@ class RawMessage:
 
 @dataclass(slots=True)
 class SourceBatch:
-    """A batch of raw messages with its release callback (call ``ack`` once, after delivery)."""
+    """A batch of raw messages with its release callback (call ``ack`` once, after delivery).
+
+    ``nbytes`` is what the source charged to the memory budget for this batch (``bridge.limits``); the
+    pipeline gives it back once the batch is admitted. Sources that do not use a budget leave it 0.
+    """
 
     messages: Sequence[RawMessage]
     ack: AckFn | None = None
     source: str = ""
+    nbytes: int = 0
+
+
+Header = tuple[str, bytes]
+
+
+class OutRecord(NamedTuple):
+    """One record for the sink: ``route`` is the route name, or ``"deadletter"``."""
+
+    route: str
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[Header]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,19 +85,63 @@ class DeadLetter:
 Delivery = Routed | DeadLetter
 
 
+class PublishError(RuntimeError):
+    """A ``publish`` call did not get every record confirmed. ``permanent``: retrying cannot help (a record
+    too large for the broker, a refusal the broker marks not retriable); the pipeline then isolates the
+    offending records and dead-letters them instead of retrying forever."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
 @runtime_checkable
 class Sink(Protocol):
-    """Publishes deliveries; ``publish`` returns only once every record is confirmed by the broker.
+    """Publishes records; ``publish`` returns only once every record is confirmed by the broker.
 
-    It raises if any record could not be delivered (the caller then retries or fails the batch; no
-    source position is released for undelivered records).
+    It raises (preferably ``PublishError``) if any record could not be delivered; the caller then retries or
+    isolates, and no source position is released for undelivered records. ``encoder`` turns events and dead
+    letters into this sink's record format; the pipeline calls it once per event, at admission.
     """
+
+    @property
+    def encoder(self) -> Encoder: ...
 
     async def start(self) -> None: ...
 
-    async def publish(self, deliveries: Sequence[Delivery]) -> None: ...
+    async def publish(self, records: Sequence[OutRecord]) -> None: ...
 
     async def stop(self) -> None: ...
+
+
+class HeldEvent(Protocol):
+    """What an encoder reads back from an event the pipeline holds in encoded form (``bridge.pipeline.records``):
+    the ``value`` and ``meta`` bytes it produced, plus the attributes the pipeline keeps beside them."""
+
+    value: bytes
+    meta: bytes
+    seq: str
+    dkey: tuple[str, str]
+    late: bool
+
+
+class Encoder(Protocol):
+    """A sink's wire format (implementations: ``bridge.sinks.encoding``). ``encode`` runs once per event, at
+    admission; ``record`` builds the outgoing record of a held event for one route at publish time;
+    ``dead_letter`` builds a dead-letter record that always fits ``max_record_bytes`` (truncated if need be)
+    with the held event's attributes in its headers when there is one."""
+
+    max_record_bytes: int
+
+    def encode(self, event: CloudEvent) -> tuple[bytes, bytes]: ...
+
+    def record(self, route: str, topic: str, held: HeldEvent) -> OutRecord: ...
+
+    def dead_letter(self, dead: DeadLetter, held: HeldEvent | None = None) -> OutRecord: ...
+
+    def event_json(self, held: HeldEvent) -> bytes:
+        """The CloudEvents JSON format of a held event."""
+        ...
 
 
 @runtime_checkable

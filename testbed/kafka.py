@@ -114,3 +114,48 @@ async def committed_and_end(bootstrap: str, group: str, topic: str) -> tuple[dic
     finally:
         await consumer.stop()
     return committed, ends
+
+
+async def produce_fast(
+    bootstrap: str, topic: str, bodies: Sequence[bytes], keys: Sequence[bytes] | None = None
+) -> None:
+    """Produce many records quickly (one await per 1,000 sends); for backlogs."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, enable_idempotence=False, linger_ms=20, max_batch_size=1024 * 1024,
+        max_request_size=4 * 1024 * 1024,
+    )
+    await producer.start()
+    try:
+        for start in range(0, len(bodies), 1000):
+            futs = [
+                await producer.send(topic, body, key=keys[start + i] if keys else None)
+                for i, body in enumerate(bodies[start : start + 1000])
+            ]
+            await asyncio.gather(*futs)
+    finally:
+        await producer.stop()
+
+
+async def ids_on(bootstrap: str, topic: str, expected: int, timeout: float = 120.0, settle: float = 1.0) -> list[bytes]:
+    """The ``ce_id`` header of every record of ``topic`` (read from the beginning until ``expected`` records, or
+    ``timeout``, plus ``settle`` seconds); values are not decoded, so large topics read fast."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=f"ids-{uuid.uuid4().hex[:10]}",
+        enable_auto_commit=False, max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    await consumer.start()
+    out: list[bytes] = []
+    try:
+        deadline = time.monotonic() + timeout
+        extra_until: float | None = None
+        while True:
+            now = time.monotonic()
+            if extra_until is None and (len(out) >= expected or now > deadline):
+                extra_until = now + settle
+            if extra_until is not None and now > extra_until:
+                break
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                out.extend(dict(r.headers or []).get("ce_id", b"") for r in records)
+    finally:
+        await consumer.stop()
+    return out

@@ -101,7 +101,7 @@ async def test_a_dead_delivery_worker_stops_the_daemon_with_exit_1_instead_of_st
     def bug(deliveries: object) -> None:
         raise RuntimeError("bug after publish")
 
-    daemon.pipeline._count_and_log = bug  # type: ignore[method-assign,assignment]
+    daemon.pipeline.delivery._count = bug  # type: ignore[method-assign,assignment]
     assert await _run_until_delivered_or_exit(daemon, src, sink, 5) == 1
     assert src.acks == []  # published, but never settled: redelivered after the restart (at least once)
 

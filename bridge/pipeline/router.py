@@ -31,13 +31,20 @@ class Route:
 
 
 class Router:
-    """Evaluates every route against an event and returns the (route, topic) pairs that match."""
+    """Evaluates every route against an event and returns the routes that match.
+
+    The result is a tuple shared by every event that matches the same routes (held records keep a reference,
+    not a list of their own)."""
 
     def __init__(self, routes: Sequence[Route]) -> None:
         self.routes = tuple(routes)
         self._needs_canonical = any(f.target == "canonical" for r in self.routes for f in r.filters)
+        self._unfiltered = all(not r.filters for r in self.routes)
+        self._shared: dict[tuple[Route, ...], tuple[Route, ...]] = {(): ()}
 
-    def match(self, event: CloudEvent) -> list[Route]:
+    def match(self, event: CloudEvent) -> tuple[Route, ...]:
+        if self._unfiltered:
+            return self.routes
         canonical: Mapping[str, Any] | None = event.to_dict() if self._needs_canonical else None
         original: Mapping[str, Any] = event.original if event.original is not None else (canonical or {})
         out: list[Route] = []
@@ -48,4 +55,5 @@ class Router:
                     break
             else:
                 out.append(route)
-        return out
+        key = tuple(out)
+        return self._shared.setdefault(key, key)

@@ -1,42 +1,57 @@
-"""JSON Lines sink used by ``bridge replay``: one line per published record (DESIGN.md section 4)."""
+"""JSON Lines sink used by ``bridge replay``: one line per published record (DESIGN.md section 4).
+
+Routed events: ``{"route": NAME, "topic": TOPIC, "key": KEY, "event": <canonical CloudEvent>}``; dead letters:
+``{"route": "deadletter", "topic": TOPIC, "error": REASON, "input": <raw line>}``. Events are encoded once, at
+admission, in CloudEvents structured mode; the line embeds those bytes unchanged (``orjson.Fragment``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import IO
 
-from bridge import jsonutil
-from bridge.model import Delivery, Routed
+import orjson
+
+from bridge.model import OutRecord
+from bridge.sinks.encoding import DEADLETTER_ROUTE, StructuredEncoder
+
+UNLIMITED = 1 << 40
 
 
-def delivery_line(d: Delivery) -> bytes:
-    if isinstance(d, Routed):
-        ev = d.event
-        return jsonutil.dumps({"route": d.route, "topic": d.topic, "key": ev.partitionkey, "event": ev.to_dict()})
-    return jsonutil.dumps({
-        "route": "deadletter",
-        "topic": d.topic,
-        "error": d.reason,
-        "input": d.raw.decode("utf-8", errors="replace"),
-    })
+def record_line(rec: OutRecord) -> bytes:
+    if rec.route == DEADLETTER_ROUTE:
+        reason = dict(rec.headers).get("dlq_reason", b"").decode("utf-8", errors="replace")
+        return orjson.dumps({
+            "route": DEADLETTER_ROUTE,
+            "topic": rec.topic,
+            "error": reason,
+            "input": rec.value.decode("utf-8", errors="replace"),
+        })
+    key = rec.key.decode("utf-8", errors="replace") if rec.key is not None else None
+    return orjson.dumps({"route": rec.route, "topic": rec.topic, "key": key, "event": orjson.Fragment(rec.value)})
 
 
 class JsonlSink:
-    """Writes each delivery as one JSON line to a binary stream."""
+    """Writes each record as one JSON line to a binary stream."""
 
     def __init__(self, stream: IO[bytes]) -> None:
         self.stream = stream
         self.count = 0
+        self._encoder = StructuredEncoder(UNLIMITED)
+
+    @property
+    def encoder(self) -> StructuredEncoder:
+        return self._encoder
 
     async def start(self) -> None:
         return None
 
-    async def publish(self, deliveries: Sequence[Delivery]) -> None:
-        if not deliveries:
+    async def publish(self, records: Sequence[OutRecord]) -> None:
+        if not records:
             return
-        self.stream.write(b"\n".join(delivery_line(d) for d in deliveries) + b"\n")
+        self.stream.write(b"\n".join(record_line(r) for r in records) + b"\n")
         self.stream.flush()
-        self.count += len(deliveries)
+        self.count += len(records)
 
     async def stop(self) -> None:
         self.stream.flush()

@@ -24,6 +24,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from bridge.azure_auth import AzureCredentialConfig, build_credential
+from bridge.limits import MemoryBudget, batch_bytes
 from bridge.model import RawMessage, SourceBatch
 
 log = structlog.get_logger(__name__)
@@ -94,11 +95,16 @@ class EventHubsSourceConfig(BaseModel):
     starting_position: str = Field(
         default="earliest", description="earliest, latest, an offset, or an ISO 8601 enqueued time"
     )
-    max_batch_size: int = Field(default=500, gt=0)
+    max_batch_size: int = Field(default=500, gt=0, description="events per batch handed to the pipeline at most")
     max_wait_time: float = Field(default=1.0, gt=0)
     load_balancing_interval: float = Field(default=10.0, gt=0)
     partition_ownership_expiration_interval: float | None = Field(default=None, gt=0)
-    prefetch: int = Field(default=300, gt=0)
+    prefetch: int | None = Field(
+        default=None,
+        gt=0,
+        description="events the SDK buffers per partition; unset: from the memory budget, assuming events up to "
+        "1 MiB (at most 300); set it higher for small events and high throughput",
+    )
     queue_batches: int = Field(default=16, gt=0, description="batches buffered between SDK and pipeline")
     track_last_enqueued: bool = Field(
         default=True,
@@ -128,6 +134,14 @@ class EventHubsSourceConfig(BaseModel):
         """True when an Entra ID credential is needed (namespace or checkpoint account without keys)."""
         store = self.checkpoint_store
         return self.fully_qualified_namespace is not None or (store is not None and store.account_url is not None)
+
+
+def prefetch_for(prefetch_bytes: int | None, partitions: int = 4, event_bytes: int = 1024 * 1024) -> int:
+    """The SDK prefetch (events per partition) that keeps ``partitions`` partitions of events as large as
+    Event Hubs allows within ``prefetch_bytes``: between 10 and 300."""
+    if prefetch_bytes is None:
+        return 300
+    return max(10, min(300, prefetch_bytes // (partitions * event_bytes)))
 
 
 def parse_starting_position(value: str) -> str | dt.datetime:
@@ -199,13 +213,23 @@ class _PartitionState:
 class EventHubsSource:
     """Source protocol implementation over the ``azure-eventhub`` consumer client."""
 
-    def __init__(self, config: EventHubsSourceConfig, *, credential: Any = None) -> None:
+    def __init__(
+        self,
+        config: EventHubsSourceConfig,
+        *,
+        credential: Any = None,
+        budget: MemoryBudget | None = None,
+        prefetch_bytes: int | None = None,
+    ) -> None:
         """``credential``: an async ``azure-identity``-style token credential to use instead of building one
-        from ``config.credential`` (the caller keeps ownership and closes it)."""
+        from ``config.credential`` (the caller keeps ownership and closes it). ``budget`` and ``prefetch_bytes``
+        bound what the source holds (``bridge.limits``)."""
         self.config = config
         self.name = config.name
         self._given_credential = credential
         self._credential: Any = None
+        self._budget = budget
+        self.prefetch = config.prefetch or prefetch_for(prefetch_bytes)
         self._queue: asyncio.Queue[SourceBatch] = asyncio.Queue(maxsize=config.queue_batches)
         self._stash: deque[SourceBatch] = deque()
         self._partitions: dict[str, _PartitionState] = {}
@@ -327,9 +351,9 @@ class EventHubsSource:
         try:
             await self._client.receive_batch(
                 on_event_batch=self._on_event_batch,
-                max_batch_size=cfg.max_batch_size,
+                max_batch_size=min(cfg.max_batch_size, max(self.prefetch, 10)),
                 max_wait_time=cfg.max_wait_time,
-                prefetch=cfg.prefetch,
+                prefetch=self.prefetch,
                 starting_position=parse_starting_position(cfg.starting_position),
                 on_partition_initialize=self._on_partition_initialize,
                 on_partition_close=self._on_partition_close,
@@ -446,7 +470,13 @@ class EventHubsSource:
             for event in events
         ]
         ack = self._ack_fn(context.partition_id, state.generation, ordinal)
-        await self._queue.put(SourceBatch(messages=messages, ack=ack, source=self.name))
+        batch = SourceBatch(messages=messages, ack=ack, source=self.name,
+                            nbytes=batch_bytes(sum(len(m.body) for m in messages), len(messages)))
+        budget = self._budget
+        if budget is not None:  # the SDK stops receiving this partition while its callback waits
+            await budget.wait_for_room()
+            budget.charge("source", batch.nbytes)
+        await self._queue.put(batch)
 
     def _record_lag(self, context: Any, last: Any) -> None:
         if not self.config.track_last_enqueued:

@@ -7,6 +7,11 @@ an unacked one). Commits are coalesced by a background task: acks only mark and 
 everything ready in one request, then waits for more. On rebalance the revoked partitions' contiguous-done
 offsets are committed and their pending state dropped; a late ack for a revoked partition is ignored (its
 records are redelivered to the new owner: at least once).
+
+Memory: each batch is charged to the memory budget (``bridge.limits``) until the pipeline admits it; while
+the budget is full the source pauses its partitions (``consumer.pause``) and keeps polling, so the consumer
+stays in its group without fetching, and resumes once there is room. The fetch sizes are capped by the
+budget's share for sources.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from pydantic import Field
 
 from bridge.aio import cancelled_from_outside
 from bridge.kafka_common import KafkaClientSettings
+from bridge.limits import MemoryBudget, batch_bytes
 from bridge.model import RawMessage, SourceBatch
 
 log = structlog.get_logger(__name__)
@@ -161,9 +167,19 @@ def _headers(raw: Sequence[tuple[str, bytes | None]] | None) -> dict[str, bytes]
 class KafkaSource:
     """Consumer-group Kafka source; see the module docstring for the commit discipline."""
 
-    def __init__(self, config: KafkaSourceConfig, **client_overrides: Any) -> None:
+    def __init__(
+        self,
+        config: KafkaSourceConfig,
+        *,
+        budget: MemoryBudget | None = None,
+        prefetch_bytes: int | None = None,
+        **client_overrides: Any,
+    ) -> None:
         self.config = config
         self.name = config.name
+        self._budget = budget
+        self._prefetch_bytes = prefetch_bytes
+        self._paused = False
         self._client_overrides = client_overrides
         self._consumer: AIOKafkaConsumer | None = None
         self._tracker = OffsetTracker()
@@ -199,17 +215,30 @@ class KafkaSource:
                 out[f"{tp.topic}/{tp.partition}"] = max(0, high - pos)
         return out
 
+    def fetch_sizes(self) -> tuple[int, int]:
+        """(fetch_max_bytes, max_partition_fetch_bytes): the configured ones, capped by the budget's share for
+        sources (the consumer buffers up to one fetch per partition; a record larger than the per-partition
+        size is still fetched, alone)."""
+        cfg = self.config
+        total, per_partition = cfg.fetch_max_bytes, cfg.max_partition_fetch_bytes
+        cap = self._prefetch_bytes
+        if cap is not None:
+            total = max(64 * 1024, min(total, cap // 2))
+            per_partition = max(16 * 1024, min(per_partition, cap // 16))
+        return total, per_partition
+
     async def start(self) -> None:
         cfg = self.config
         kwargs = cfg.client_kwargs()
+        fetch_max_bytes, max_partition_fetch_bytes = self.fetch_sizes()
         kwargs.update(
             group_id=cfg.group_id,
             enable_auto_commit=False,
             auto_offset_reset=cfg.auto_offset_reset,
             max_poll_records=cfg.max_batch_size,
             fetch_max_wait_ms=cfg.fetch_max_wait_ms,
-            fetch_max_bytes=cfg.fetch_max_bytes,
-            max_partition_fetch_bytes=cfg.max_partition_fetch_bytes,
+            fetch_max_bytes=fetch_max_bytes,
+            max_partition_fetch_bytes=max_partition_fetch_bytes,
             session_timeout_ms=cfg.session_timeout_ms,
             heartbeat_interval_ms=cfg.heartbeat_interval_ms,
             max_poll_interval_ms=cfg.max_poll_interval_ms,
@@ -225,6 +254,7 @@ class KafkaSource:
             raise
         self._consumer = consumer
         self._stopping = False
+        self._paused = False
         self._commit_task = asyncio.create_task(self._commit_loop(), name=f"kafka-commit-{self.name}")
         log.info("kafka.source_started", source=self.name, topics=cfg.topics, group=cfg.group_id)
 
@@ -232,18 +262,46 @@ class KafkaSource:
         consumer = self.consumer
         timeout = self.config.poll_timeout_ms
         limit = self.config.max_batch_size
+        budget = self._budget
         while not self._stopping:
+            wait = timeout
+            if budget is not None:
+                if budget.full:
+                    self._pause(consumer)
+                    wait = min(timeout, 100)  # keep polling (group membership) while paused
+                elif self._paused:
+                    self._resume(consumer)
             try:
-                fetched = await consumer.getmany(timeout_ms=timeout, max_records=limit)
+                fetched = await consumer.getmany(timeout_ms=wait, max_records=limit)
             except ConsumerStoppedError:
                 return
             if fetched:
-                yield self._make_batch(fetched)
+                batch = self._make_batch(fetched)
+                if budget is not None:
+                    budget.charge("source", batch.nbytes)
+                yield batch
+
+    def _pause(self, consumer: AIOKafkaConsumer) -> None:
+        assigned = consumer.assignment()
+        todo = assigned - consumer.paused()
+        if todo:  # also partitions assigned by a rebalance while paused
+            consumer.pause(*todo)
+        if not self._paused:
+            self._paused = True
+            log.info("kafka.paused", source=self.name, reason="memory budget full", partitions=_tps(assigned))
+
+    def _resume(self, consumer: AIOKafkaConsumer) -> None:
+        paused = consumer.paused()
+        if paused:
+            consumer.resume(*paused)
+        self._paused = False
+        log.info("kafka.resumed", source=self.name)
 
     def _make_batch(self, fetched: Mapping[TopicPartition, Sequence[Any]]) -> SourceBatch:
         messages: list[RawMessage] = []
         spans: list[tuple[_PartitionState, _Span]] = []
         name = self.name
+        nbytes = 0
         tracker = self._tracker  # a restart gets a new tracker; acks of older batches stay with this one
         for tp, records in fetched.items():
             if not records:
@@ -260,6 +318,8 @@ class KafkaSource:
                 )
                 for record in records
             )
+            for record in records:
+                nbytes += max(0, record.serialized_value_size) + (64 * len(record.headers) if record.headers else 0)
         acked = False
 
         async def ack() -> None:
@@ -271,7 +331,7 @@ class KafkaSource:
             if tracker.mark_done(spans) and tracker is self._tracker:
                 self._commit_wanted.set()
 
-        return SourceBatch(messages=messages, ack=ack, source=name)
+        return SourceBatch(messages=messages, ack=ack, source=name, nbytes=batch_bytes(nbytes, len(messages)))
 
     async def _commit_loop(self) -> None:
         """Commit what acks made ready; never ends before ``stop()``: a failed commit (also a cancellation

@@ -25,6 +25,7 @@ from aiobotocore.session import AioSession, get_session
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from bridge.aio import reraise_if_cancelled
+from bridge.limits import MemoryBudget, batch_bytes
 from bridge.model import RawMessage, SourceBatch
 
 log = structlog.get_logger(__name__)
@@ -90,9 +91,12 @@ def _chunks(items: Sequence[str]) -> list[Sequence[str]]:
 class SqsSource:
     """Competing-consumer SQS source; see the module docstring."""
 
-    def __init__(self, config: SqsSourceConfig, *, session: AioSession | None = None) -> None:
+    def __init__(
+        self, config: SqsSourceConfig, *, session: AioSession | None = None, budget: MemoryBudget | None = None
+    ) -> None:
         self.config = config
         self.name = config.name
+        self._budget = budget
         self.queue_name = config.queue_url.rstrip("/").rsplit("/", 1)[-1]
         self._session = session or get_session()
         self._stack = contextlib.AsyncExitStack()
@@ -201,7 +205,10 @@ class SqsSource:
         cfg = self.config
         loop = asyncio.get_running_loop()
         backoff = cfg.error_backoff_seconds
+        budget = self._budget
         while not self._stopping:
+            if budget is not None:
+                await budget.wait_for_room()  # no receive while the memory budget is full
             try:
                 response = await self._client.receive_message(
                     QueueUrl=cfg.queue_url,
@@ -221,7 +228,10 @@ class SqsSource:
             backoff = cfg.error_backoff_seconds
             messages = response.get("Messages") or []
             if messages:
-                await self._queue.put(self._make_batch(messages, loop.time() + cfg.visibility_timeout))
+                batch = self._make_batch(messages, loop.time() + cfg.visibility_timeout)
+                if budget is not None:
+                    budget.charge("source", batch.nbytes)
+                await self._queue.put(batch)
 
     def _make_batch(self, messages: Sequence[Mapping[str, Any]], deadline: float) -> SourceBatch:
         prefix = f"{self.queue_name}#"
@@ -240,7 +250,8 @@ class SqsSource:
         async def ack() -> None:
             await self._settle(batch, inflight)
 
-        batch = SourceBatch(messages=raw, ack=ack, source=self.name)
+        batch = SourceBatch(messages=raw, ack=ack, source=self.name,
+                            nbytes=batch_bytes(sum(len(m.body) for m in raw), len(raw)))
         self._by_batch[id(batch)] = (batch, inflight)
         return batch
 
@@ -364,7 +375,9 @@ class SqsSource:
         if handles and self._client is not None:
             await self._change_visibility(handles, 0)
         while not self._queue.empty():
-            self._queue.get_nowait()
+            dropped = self._queue.get_nowait()  # released above; give its bytes back to the budget
+            if self._budget is not None:
+                self._budget.refund("source", dropped.nbytes)
         self._client = None
         await self._stack.aclose()
         log.info("sqs.source_stopped", source=self.name, released=len(handles))

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import Literal
 
 from bridge import jsonutil
-from bridge.model import DeadLetter, Delivery, RawMessage, Routed, SourceBatch
+from bridge.envelope import CloudEvent
+from bridge.model import DeadLetter, OutRecord, RawMessage, Routed, SourceBatch
+from bridge.sinks.encoding import DEADLETTER_ROUTE, BinaryEncoder, StructuredEncoder, decode_record, encoder_for
 
 
 class InMemorySource:
@@ -79,15 +82,25 @@ class InMemorySource:
 
 
 class CapturingSink:
-    """Keeps every delivery it is given; can be told to fail the next N publish calls."""
+    """Keeps every record it is given, and gives back what was published as ``Routed`` events and
+    ``DeadLetter``s (decoded); can be told to fail the next N publish calls.
 
-    def __init__(self) -> None:
-        self.deliveries: list[Delivery] = []
+    Records are encoded like the Kafka sink does (CloudEvents binary mode by default, ``mode="structured"``),
+    so what a test sees is what a consumer of the real topics would decode.
+    """
+
+    def __init__(self, mode: Literal["binary", "structured"] = "binary", max_record_bytes: int = 1024 * 1024) -> None:
+        self.records: list[OutRecord] = []
         self.publish_calls = 0
         self.fail_next = 0
         self.fail_with: Callable[[], BaseException] = lambda: ConnectionError("injected publish failure")
         """What the next ``fail_next`` publish calls raise (a factory: a fresh exception per call)."""
         self.started = False
+        self._encoder = encoder_for(mode, max_record_bytes)
+
+    @property
+    def encoder(self) -> BinaryEncoder | StructuredEncoder:
+        return self._encoder
 
     async def start(self) -> None:
         self.started = True
@@ -95,20 +108,35 @@ class CapturingSink:
     async def stop(self) -> None:
         self.started = False
 
-    async def publish(self, deliveries: Sequence[Delivery]) -> None:
+    async def publish(self, records: Sequence[OutRecord]) -> None:
         self.publish_calls += 1
         if self.fail_next > 0:
             self.fail_next -= 1
             raise self.fail_with()
-        self.deliveries.extend(deliveries)
+        self.records.extend(records)
 
     @property
     def routed(self) -> list[Routed]:
-        return [d for d in self.deliveries if isinstance(d, Routed)]
+        """Published events, decoded, in publish order."""
+        return [Routed(r.route, r.topic, CloudEvent.from_dict(decode_record(r.value, r.headers)))
+                for r in self.records if r.route != DEADLETTER_ROUTE]
 
     @property
     def dead(self) -> list[DeadLetter]:
-        return [d for d in self.deliveries if isinstance(d, DeadLetter)]
+        """Published dead letters, decoded (``event`` from their ``ce_*`` headers when they stand for one)."""
+        out: list[DeadLetter] = []
+        for r in self.records:
+            if r.route != DEADLETTER_ROUTE:
+                continue
+            h = dict(r.headers)
+            event = None
+            if "ce_id" in h:
+                attrs = {k[3:]: v.decode() for k, v in r.headers if k.startswith("ce_")}
+                attrs.setdefault("type", "")
+                event = CloudEvent.from_dict(attrs)
+            out.append(DeadLetter(r.topic, h["dlq_reason"].decode(), r.value, h.get("dlq_source", b"").decode(),
+                                  h.get("dlq_position", b"").decode(), event))
+        return out
 
     def topic(self, name: str) -> list[Routed]:
         return [d for d in self.routed if d.topic == name]

@@ -13,7 +13,8 @@ from aiokafka.errors import KafkaConnectionError
 from aiokafka.partitioner import murmur2
 
 from bridge.envelope import CloudEvent
-from bridge.model import DeadLetter, Delivery, Routed
+from bridge.model import DeadLetter, OutRecord
+from bridge.sinks.encoding import encode_routed
 from bridge.sinks.kafka import KafkaPublishError, KafkaSink, KafkaSinkConfig, decode_record
 from testbed.servers import Tansu, free_port
 
@@ -68,7 +69,7 @@ async def test_binary_mode_round_trip(tansu_bootstrap: str, kafka_topic: Callabl
     sink = sink_for(tansu_bootstrap)
     await sink.start()
     try:
-        await sink.publish([Routed("all", topic, e) for e in events])
+        await sink.publish([encode_routed(sink.encoder, "all", topic, e) for e in events])
     finally:
         await sink.stop()
     records = sorted(await consume(tansu_bootstrap, topic, 3), key=lambda r: r.offset)
@@ -103,7 +104,7 @@ async def test_structured_mode_round_trip(tansu_bootstrap: str, kafka_topic: Cal
     sink = sink_for(tansu_bootstrap, mode="structured")
     await sink.start()
     try:
-        await sink.publish([Routed("models", topic, ev)])
+        await sink.publish([encode_routed(sink.encoder, "models", topic, ev)])
     finally:
         await sink.stop()
     (record,) = await consume(tansu_bootstrap, topic, 1)
@@ -120,13 +121,12 @@ async def test_partition_follows_the_default_partitioner_and_keeps_order(
     """Each record lands on murmur2(key) % partitions, like Java's default partitioner, in publish order."""
     topic = kafka_topic("part", partitions=4)
     subjects = [f"training-job/job-{i}" for i in range(12)]
-    deliveries: list[Delivery] = [
-        Routed("all", topic, event(n, subject=subjects[n % len(subjects)])) for n in range(60)
-    ]
     sink = sink_for(tansu_bootstrap, max_batch_bytes=2048)  # small batches: several per partition
+    records = [encode_routed(sink.encoder, "all", topic, event(n, subject=subjects[n % len(subjects)]))
+               for n in range(60)]
     await sink.start()
     try:
-        await sink.publish(deliveries)
+        await sink.publish(records)
     finally:
         await sink.stop()
     records = await consume(tansu_bootstrap, topic, 60)
@@ -152,17 +152,19 @@ async def test_dead_letters_carry_raw_bytes_and_reason_headers(
     dlq = kafka_topic("dlq", partitions=2)
     out = kafka_topic("out", partitions=2)
     late = event(9, late=True)
-    deliveries: list[Delivery] = [
-        DeadLetter(topic=dlq, reason="malformed JSON", raw=b"{not json", source="kafka", position="raw/0@17"),
-        DeadLetter(
-            topic=dlq, reason="late", raw=b'{"id":"evt-9"}', source="sqs", position="q#m-1", event=late
-        ),
-        Routed("all", out, event(10)),
-    ]
     sink = sink_for(tansu_bootstrap)
+    records: list[OutRecord] = [
+        sink.encoder.dead_letter(
+            DeadLetter(topic=dlq, reason="malformed JSON", raw=b"{not json", source="kafka", position="raw/0@17")
+        ),
+        sink.encoder.dead_letter(
+            DeadLetter(topic=dlq, reason="late", raw=b'{"id":"evt-9"}', source="sqs", position="q#m-1", event=late)
+        ),
+        encode_routed(sink.encoder, "all", out, event(10)),
+    ]
     await sink.start()
     try:
-        await sink.publish(deliveries)
+        await sink.publish(records)
     finally:
         await sink.stop()
     by_reason = {dict(r.headers)["dlq_reason"]: r for r in await consume(tansu_bootstrap, dlq, 2)}
@@ -190,10 +192,10 @@ async def test_publish_raises_when_the_broker_is_gone(tmp_path: Any) -> None:
     sink = sink_for(broker.bootstrap, request_timeout_ms=3000)
     await sink.start()
     try:
-        await sink.publish([Routed("all", topic, event(1))])
+        await sink.publish([encode_routed(sink.encoder, "all", topic, event(1))])
         await broker.astop()
         with pytest.raises(KafkaPublishError):
-            await asyncio.wait_for(sink.publish([Routed("all", topic, event(2))]), 60)
+            await asyncio.wait_for(sink.publish([encode_routed(sink.encoder, "all", topic, event(2))]), 60)
     finally:
         await sink.stop()
         await broker.astop()
@@ -231,7 +233,7 @@ async def test_big_integers_reach_kafka_exactly(
     sink = sink_for(tansu_bootstrap, mode=mode)
     await sink.start()
     try:
-        await sink.publish([Routed("all", topic, ev)])
+        await sink.publish([encode_routed(sink.encoder, "all", topic, ev)])
     finally:
         await sink.stop()
     (record,) = await consume(tansu_bootstrap, topic, 1)

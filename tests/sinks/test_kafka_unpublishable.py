@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import orjson
-
 from bridge.pipeline.core import Pipeline
 from bridge.pipeline.router import Route, Router
 from bridge.sinks.kafka import KafkaSink, KafkaSinkConfig
@@ -18,8 +16,9 @@ from testbed.kafka import collect
 async def test_oversized_event_goes_to_the_deadletter_topic_and_others_flow(
     tansu_bootstrap: str, kafka_topic: Callable[..., str]
 ) -> None:
-    """A 200 KB event over an 80 KB request limit lands on the dead-letter topic (truncated, reason in headers);
-    its neighbours reach the output topic and the batch is acked."""
+    """A 200 KB event over an 80 KB request limit lands on the dead-letter topic (its CloudEvent JSON cut to fit,
+    with the reason, the original size and hash in headers); its neighbours reach the output topic and the
+    batch is acked."""
     out, dead = kafka_topic("big-out", 1), kafka_topic("big-dead", 1)
     sink = KafkaSink(
         KafkaSinkConfig(bootstrap_servers=tansu_bootstrap, max_batch_bytes=64 * 1024, max_request_bytes=80 * 1024)
@@ -42,5 +41,8 @@ async def test_oversized_event_goes_to_the_deadletter_topic_and_others_flow(
     assert sorted(r.event["id"] for r in recs if r.topic == out and r.event) == ["a", "b"]
     dl = [r for r in recs if r.topic == dead]
     assert len(dl) == 1 and b"exceeds max_request_bytes" in dl[0].headers["dlq_reason"]
-    body = orjson.loads(dl[0].value or b"{}")
-    assert body["truncated"] is True and body["attributes"]["id"] == "big" and len(dl[0].value or b"") < 40_000
+    value, headers = dl[0].value or b"", dl[0].headers
+    assert headers["ce_id"] == b"big" and headers["dlq_truncated"] == b"true"
+    assert int(headers["dlq_size"]) > 200_000 and len(headers["dlq_sha256"]) == 64
+    assert value.startswith(b'{"specversion":"1.0","id":"big"')
+    assert len(value) + sum(len(k) + len(v) for k, v in headers.items()) < 80 * 1024

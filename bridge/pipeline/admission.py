@@ -1,0 +1,184 @@
+"""Admission: normalize, dedup, route and encode one source batch; the parsed events die here.
+
+Per batch: every message is normalized (its errors become one dead letter per message); events from sources
+outside the trust allow-lists (``trust.py``) are dead-lettered, never seen by dedup; the events' dedup keys
+are classified in one store call (fresh, seen before, or a copy of an event still in flight); fresh events are
+routed and encoded once with the sink's encoder into compact ``Record``s. An event that matches no route is
+settled at once (dropped, counted). Any exception while normalizing, routing or encoding one message or event
+dead-letters that message or event with the exception's type and text: no input stops the pipeline.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from bridge.envelope import CloudEvent
+from bridge.metrics import Metrics
+from bridge.model import DeadLetter, Encoder, RawMessage, SourceBatch
+from bridge.pipeline.dedup import FRESH, INFLIGHT, SEEN, DedupCode, Deduplicator
+from bridge.pipeline.records import DeadRecord, Record, Tracker
+from bridge.pipeline.router import Router
+from bridge.pipeline.settlement import Settlement
+from bridge.pipeline.trust import TrustPolicy, untrusted_body
+
+log = structlog.get_logger("bridge.pipeline")
+
+NormalizeFn = Callable[[RawMessage], tuple[list[CloudEvent], list[Exception]]]
+_intern = sys.intern
+
+
+def default_normalize(msg: RawMessage) -> tuple[list[CloudEvent], list[Exception]]:
+    from bridge.normalize import normalize_all
+
+    events, errors = normalize_all(msg)
+    return events, list(errors)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    if len(text) > 500:
+        text = text[:497] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+@dataclass(slots=True)
+class Admitted:
+    """What admission made of one batch."""
+
+    records: list[Record] = field(default_factory=list)
+    dead: list[DeadRecord] = field(default_factory=list)
+
+
+class Admission:
+    """The admission stage (see the module docstring)."""
+
+    def __init__(
+        self,
+        router: Router,
+        encoder: Encoder,
+        settlement: Settlement,
+        metrics: Metrics,
+        *,
+        deadletter_topic: str,
+        dedup: Deduplicator | None,
+        normalize: NormalizeFn = default_normalize,
+        keep_raw: bool = False,
+        trust: TrustPolicy | None = None,
+    ) -> None:
+        self.router = router
+        self.encoder = encoder
+        self.settlement = settlement
+        self.metrics = metrics
+        self.deadletter_topic = deadletter_topic
+        self.dedup = dedup
+        self._normalize = normalize
+        self._keep_raw = keep_raw  # the raw body is kept only to dead-letter late events
+        self.trust = trust
+
+    def _dead(self, msg: RawMessage, reason: str, tracker: Tracker, kind: str, body: bytes | None = None,
+              event: CloudEvent | None = None) -> DeadRecord:
+        dl = DeadLetter(self.deadletter_topic, reason, msg.body if body is None else body, msg.source, msg.position,
+                        event)
+        self.metrics.deadlettered.labels(kind).inc()
+        return DeadRecord(self.encoder.dead_letter(dl), tracker, kind)
+
+    async def admit(self, batch: SourceBatch, tracker: Tracker) -> Admitted:
+        out = Admitted()
+        normalize = self._normalize
+        trust = self.trust
+        events: list[CloudEvent] = []
+        origins: list[RawMessage] = []
+        untrusted = 0
+        for msg in batch.messages:
+            try:
+                evs, errors = normalize(msg)
+                if trust is not None and evs:
+                    kept = []
+                    for ev in evs:
+                        reason = trust.check(ev, msg.source)
+                        if reason is None:
+                            kept.append(ev)
+                        else:  # never routed, never seen by dedup
+                            body = untrusted_body(msg, ev, len(evs))
+                            out.dead.append(self._dead(msg, reason, tracker, "untrusted", body, ev))
+                    untrusted += len(evs) - len(kept)
+                    evs = kept
+            except Exception as exc:  # a poison message: dead-lettered, never the end of the pipeline
+                out.dead.append(self._dead(msg, f"normalize failed: {_describe(exc)}", tracker, "error"))
+                continue
+            if evs:
+                events.extend(evs)
+                origins.extend([msg] * len(evs))
+            if errors:  # one dead letter per message, with every element's reason
+                reason = "; ".join(getattr(err, "reason", None) or str(err) for err in errors)
+                out.dead.append(self._dead(msg, reason, tracker, "invalid"))
+        source = batch.source or (batch.messages[0].source if batch.messages else "")
+        self.metrics.messages_in.labels(source).inc(len(batch.messages))
+        self.metrics.events_in.labels(source).inc(len(events) + untrusted)
+        if untrusted:
+            self.metrics.untrusted.labels(source).inc(untrusted)
+        tracker.hold(len(out.dead) + len(events))
+        if not events:
+            return out
+        keys = [(_intern(ev.source), ev.id) for ev in events]
+        fresh: range | list[int] = range(len(events))
+        if self.dedup is not None:
+            codes = await self.dedup.split(keys)
+            fresh = self._drop_duplicates(codes, keys, tracker, source)
+        self.settlement.inflight += len(fresh)
+        self._route_and_encode(fresh, events, origins, keys, tracker, source, out)
+        return out
+
+    def _drop_duplicates(self, codes: list[DedupCode], keys: list[tuple[str, str]], tracker: Tracker,
+                         source: str) -> list[int]:
+        fresh: list[int] = []
+        seen = 0
+        for i, code in enumerate(codes):
+            if code == FRESH:
+                fresh.append(i)
+            elif code == SEEN:
+                seen += 1
+            elif code == INFLIGHT:  # released only when the copy in flight settles (else a crash loses it)
+                self.settlement.wait_for_original(keys[i], tracker)
+        ndup = len(codes) - len(fresh)
+        if ndup:
+            self.metrics.duplicates.labels(source).inc(ndup)
+        if seen:
+            tracker.release(seen)
+        return fresh
+
+    def _route_and_encode(self, fresh: range | list[int], events: list[CloudEvent], origins: list[RawMessage],
+                          keys: list[tuple[str, str]], tracker: Tracker, source: str, out: Admitted) -> None:
+        match = self.router.match
+        encode = self.encoder.encode
+        keep_raw = self._keep_raw
+        unrouted: list[Record] = []
+        failed: list[tuple[str, str]] = []
+        records = out.records
+        for i in fresh:
+            ev = events[i]
+            key = keys[i]
+            try:
+                routes = match(ev)
+                if not routes:
+                    unrouted.append(Record(b"", b"", ev.sequence, 0, key, (), tracker))
+                    continue
+                value, meta = encode(ev)
+            except Exception as exc:  # a poison event: dead-lettered (its unit becomes the dead letter's)
+                msg = origins[i]
+                reason = f"processing failed (event {ev.id!r}): {_describe(exc)}"
+                log.error("event processing failed; dead-lettered", id=ev.id, subject=ev.subject, error=reason)
+                out.dead.append(self._dead(msg, reason, tracker, "error"))
+                failed.append(key)
+                continue
+            records.append(Record(value, meta, ev.sequence, hash((key[0], ev.subject)), key, routes, tracker,
+                                  origins[i].body if keep_raw else None))
+        if unrouted:
+            self.metrics.filtered.labels(source).inc(len(unrouted))
+            self.settlement.dropped(unrouted)
+        if failed:
+            self.settlement.forget(failed)

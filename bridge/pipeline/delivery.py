@@ -1,0 +1,245 @@
+"""Delivery: the outbox and the worker that publishes it, with retries and isolation of unpublishable records.
+
+Records leave the ordering stage into the outbox. One worker publishes the whole outbox in one sink call
+while the next one fills (group commit: order is kept, and groups grow with load), then hands what was
+confirmed to settlement. A failed publish is retried with backoff; a *permanent* failure (``PublishError``
+with ``permanent=True``: a record the broker can never take) makes the worker publish the group record by
+record and dead-letter the records that cannot be published, so one bad record never blocks the stream. The
+outbox is bounded in bytes: ``room()`` makes admission wait while it is full (backpressure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+
+import structlog
+
+from bridge import logs
+from bridge.aio import reraise_if_cancelled
+from bridge.metrics import Metrics
+from bridge.model import DeadLetter, Encoder, OutRecord, Sink
+from bridge.pipeline.records import DeadRecord, Record
+from bridge.pipeline.settlement import Settlement
+
+log = structlog.get_logger("bridge.pipeline")
+
+Entry = Record | DeadRecord
+
+
+def _is_permanent(exc: BaseException) -> bool:
+    return bool(getattr(exc, "permanent", False))
+
+
+class Delivery:
+    """The outbox, its worker and its retry policy."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        encoder: Encoder,
+        settlement: Settlement,
+        metrics: Metrics,
+        *,
+        deadletter_topic: str,
+        max_bytes: int,
+        retry_backoff: tuple[float, float] = (0.05, 5.0),
+        clock: Callable[[], float] = time.monotonic,
+        after_delivery: Callable[[], None] | None = None,
+    ) -> None:
+        self.sink = sink
+        self.encoder = encoder
+        self.settlement = settlement
+        self.metrics = metrics
+        self.deadletter_topic = deadletter_topic
+        self.max_bytes = max_bytes
+        self._backoff = retry_backoff
+        self._clock = clock
+        self._after = after_delivery
+        self._outbox: list[Entry] = []
+        self._outbox_bytes = 0
+        self.bytes = 0  # outbox plus the group being published, until settled
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.stopping = False
+        self.give_up_at: float | None = None
+        self.publish_failing = False  # true from a failed publish until the next successful one (readiness)
+
+    def __len__(self) -> int:
+        return len(self._outbox)
+
+    # -- filling ----------------------------------------------------------------------------------------
+    def queue(self, entries: Sequence[Entry]) -> None:
+        if not entries:
+            return
+        n = 0
+        for e in entries:
+            n += e.nbytes
+        self._outbox.extend(entries)
+        self._outbox_bytes += n
+        self.bytes += n
+        self._wake.set()
+
+    async def room(self) -> None:
+        """Wait while the outbox is over its byte bound (the worker frees it a group at a time)."""
+        if self._outbox_bytes >= self.max_bytes:
+            self._room.clear()
+            self._wake.set()
+            await self._room.wait()
+
+    @property
+    def idle(self) -> bool:
+        return not self._outbox and self._idle.is_set()
+
+    async def wait_idle(self) -> None:
+        while self._outbox or not self._idle.is_set():
+            self._wake.set()
+            await self._idle.wait()
+            await asyncio.sleep(0)
+
+    # -- the worker -------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        while True:
+            if not self._outbox:
+                self._idle.set()
+                self._room.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            self._idle.clear()
+            box, self._outbox = self._outbox, []
+            box_bytes, self._outbox_bytes = self._outbox_bytes, 0
+            self._room.set()
+            await self._deliver(box)
+            self.bytes -= box_bytes
+            if self._after is not None:
+                self._after()
+
+    async def _deliver(self, box: list[Entry]) -> None:
+        records: list[Record] = []
+        dead: list[DeadRecord] = []
+        out: list[OutRecord] = []
+        enc = self.encoder
+        for e in box:
+            if type(e) is Record:
+                records.append(e)
+                for route in e.routes:
+                    out.append(enc.record(route.name, route.topic, e))
+            else:
+                assert isinstance(e, DeadRecord)
+                dead.append(e)
+                out.append(e.out)
+        published = await self._publish(out, box)
+        now = self._clock()
+        self._observe_latency(records, now)
+        self._count(published)
+        await self.settlement.delivered(records, dead)
+
+    def _observe_latency(self, records: Sequence[Record], now: float) -> None:
+        if not records:
+            return
+        hist = self.metrics.e2e_latency
+        for r in records[:: max(1, len(records) // 64)]:
+            hist.observe(now - r.tracker.arrival)
+
+    def _count(self, published: Sequence[OutRecord]) -> None:
+        """Per-route counters of records the sink confirmed; debug lines if enabled."""
+        per_route: dict[str, int] = {}
+        debug = logs.debug_enabled
+        for rec in published:
+            if rec.route == "deadletter":
+                h = dict(rec.headers)
+                log.warning("dead-lettered", topic=rec.topic, reason=h.get("dlq_reason", b"").decode(errors="replace"),
+                            source=h.get("dlq_source", b"").decode(errors="replace"),
+                            position=h.get("dlq_position", b"").decode(errors="replace"),
+                            id=h["ce_id"].decode(errors="replace") if "ce_id" in h else None)
+                continue
+            per_route[rec.route] = per_route.get(rec.route, 0) + 1
+            if debug:
+                log.debug("published", route=rec.route, topic=rec.topic, key=rec.key)
+        for route, n in per_route.items():
+            self.metrics.events_out.labels(route).inc(n)
+
+    async def _publish(self, out: list[OutRecord], box: Sequence[Entry]) -> list[OutRecord]:
+        """Publish ``out``; return the records the sink confirmed (all of them, unless some were isolated
+        as unpublishable and replaced by dead letters)."""
+        try:
+            await self._publish_with_retry(out)
+            return out
+        except _Permanent:
+            return await self._isolate(box)
+
+    async def _publish_with_retry(self, out: list[OutRecord]) -> None:
+        delay, cap = self._backoff
+        attempt = 0
+        while True:
+            t0 = time.perf_counter()
+            try:
+                await self.sink.publish(out)
+                self.metrics.publish_latency.observe(time.perf_counter() - t0)
+                self.publish_failing = False
+                return
+            except (asyncio.CancelledError, Exception) as exc:
+                reraise_if_cancelled(exc, self.stopping)
+                # a CancelledError raised inside the client library (this task was not cancelled) is a
+                # failed attempt like any other: retried, never the silent end of the delivery worker
+                attempt += 1
+                self.metrics.publish_errors.inc()
+                self.publish_failing = True
+                if _is_permanent(exc):
+                    raise _Permanent(exc) from exc
+                log.warning(
+                    "publish failed; retrying", attempt=attempt, records=len(out),
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+                if self.give_up_at is not None and self._clock() > self.give_up_at:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(cap, delay * 2)
+
+    async def _isolate(self, box: Sequence[Entry]) -> list[OutRecord]:
+        """A publish failed for good: publish entry by entry (each route separately) and dead-letter what
+        cannot be published; transient failures on the way are retried as usual."""
+        published: list[OutRecord] = []
+        enc = self.encoder
+        for e in box:
+            if isinstance(e, DeadRecord):  # a dead letter always fits the broker's limit (it is truncated)
+                await self._publish_or_report([e.out], published)
+                continue
+            for route in e.routes:
+                rec = enc.record(route.name, route.topic, e)
+                try:
+                    await self._publish_with_retry([rec])
+                    published.append(rec)
+                    continue
+                except _Permanent as perm:
+                    reason = f"publish failed: {type(perm.error).__name__}: {perm.error}"
+                source, event_id = e.dkey
+                reason = f"{reason} (route {route.name}, topic {route.topic})"
+                # the dead letter carries the event itself (structured JSON, as much as fits): inspectable, and
+                # a redrive can feed it back (normalizing the bridge's own output is idempotent)
+                dl = enc.dead_letter(DeadLetter(self.deadletter_topic, reason, enc.event_json(e), source, ""), e)
+                self.metrics.deadlettered.labels("unpublishable").inc()
+                log.error("event not publishable; dead-lettered", id=event_id, source=source, route=route.name,
+                          reason=reason)
+                await self._publish_or_report([dl], published)
+        return published
+
+    async def _publish_or_report(self, recs: list[OutRecord], published: list[OutRecord]) -> None:
+        try:
+            await self._publish_with_retry(recs)
+            published.extend(recs)
+        except _Permanent as perm:  # cannot happen for a bounded dead letter unless the broker's limit is lower
+            self.metrics.undeliverable.inc()
+            log.error("dead letter not publishable either; dropped", error=str(perm.error),
+                      reason=dict(recs[0].headers).get("dlq_reason", b"").decode(errors="replace"))
+
+
+class _Permanent(Exception):
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error

@@ -1,0 +1,110 @@
+"""What the pipeline holds between admission and settlement: compact records, not parsed events.
+
+A ``Record`` is one admitted event after routing and encoding: the sink's encoded bytes (``value``, ``meta``),
+the few attributes ordering and settlement need (sequence, subject key, dedup key), the routes it goes to, and
+the tracker of its source batch. The parsed event is gone once a ``Record`` exists. ``DeadRecord`` is a
+dead letter already encoded for the sink. ``Tracker`` counts the outstanding units of one source batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+from bridge.model import AckFn, OutRecord
+from bridge.pipeline.router import Route
+
+RECORD_OVERHEAD: Final = 420
+"""Bytes a held ``Record`` costs beyond its value and meta (object, sequence, keys, dedup bookkeeping);
+measured by ``bench/memory.py`` and used for the memory budget's accounting."""
+
+
+class Tracker:
+    """Outstanding-unit counter of one source batch; fires ``on_done(tracker)`` once when fully released.
+
+    A unit is an event or a dead letter. Every unit is released exactly once: after the sink confirmed it, or
+    when it was deliberately dropped (duplicate, unrouted, late-dropped). Once the batch is sealed (all of it
+    admitted) and nothing is outstanding, ``on_done`` runs, exactly once.
+    """
+
+    __slots__ = ("_on_done", "ack", "arrival", "done", "pending", "sealed", "source")
+
+    def __init__(
+        self, ack: AckFn | None, on_done: Callable[[Tracker], None], source: str = "", arrival: float = 0.0
+    ) -> None:
+        self.ack = ack
+        self.source = source
+        self.arrival = arrival
+        self.pending = 0
+        self.sealed = False
+        self.done = False
+        self._on_done = on_done
+
+    def hold(self, n: int = 1) -> None:
+        self.pending += n
+
+    def release(self, n: int = 1) -> None:
+        self.pending -= n
+        if self.pending < 0:
+            raise RuntimeError("tracker released more units than it held")
+        self._maybe_done()
+
+    def seal(self) -> None:
+        self.sealed = True
+        self._maybe_done()
+
+    def _maybe_done(self) -> None:
+        if self.sealed and self.pending == 0 and not self.done:
+            self.done = True
+            self._on_done(self)
+
+
+class Record:
+    """An admitted, routed and encoded event (implements ``bridge.model.HeldEvent``)."""
+
+    __slots__ = ("deadline", "dkey", "emitted", "late", "meta", "raw", "routes", "seq", "skey", "tracker", "value")
+
+    def __init__(
+        self,
+        value: bytes,
+        meta: bytes,
+        seq: str,
+        skey: int,
+        dkey: tuple[str, str],
+        routes: tuple[Route, ...],
+        tracker: Tracker,
+        raw: bytes | None = None,
+    ) -> None:
+        self.value = value
+        self.meta = meta
+        self.seq = seq
+        self.skey = skey  # hash of (source, subject): the reorder buffer's per-subject key
+        self.dkey = dkey  # (source, id): the dedup key, also the event's id and source for its headers
+        self.routes = routes
+        self.tracker = tracker
+        self.raw = raw  # the raw input, kept only when late events are dead-lettered
+        self.late = False
+        self.emitted = False
+        self.deadline = 0.0
+
+    @property
+    def nbytes(self) -> int:
+        """What holding this record costs, for the memory budget."""
+        raw = self.raw
+        return len(self.value) + len(self.meta) + RECORD_OVERHEAD + (len(raw) if raw is not None else 0)
+
+
+class DeadRecord:
+    """A dead letter, encoded; ``dkey`` is set when it stands for an admitted event (its id gets recorded)."""
+
+    __slots__ = ("dkey", "kind", "out", "tracker")
+
+    def __init__(self, out: OutRecord, tracker: Tracker, kind: str, dkey: tuple[str, str] | None = None) -> None:
+        self.out = out
+        self.tracker = tracker
+        self.kind = kind
+        self.dkey = dkey
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.out.value) + sum(len(k) + len(v) for k, v in self.out.headers) + RECORD_OVERHEAD
