@@ -11,7 +11,7 @@ import pytest
 from bridge import jsonutil
 from bridge.model import RawMessage
 from bridge.normalize import normalize
-from bridge.sinks.kafka import decode_record, encode_event
+from bridge.sinks.encoding import BinaryEncoder, StructuredEncoder, decode_record, encode_routed
 
 BIG = [2**64, 2**64 - 1, -(2**63) - 1, 10**30 + 7, -(10**40) - 3, 12345678901234567890123, 10**400 + 1]
 
@@ -87,10 +87,10 @@ def test_normalized_data_and_encodings_keep_big_integers() -> None:
     n = 2**70 + 3
     (ev,) = normalize(RawMessage(_sagemaker({"Huge": n, "Neg": -n})))
     assert ev.data["Huge"] == n and ev.data["Neg"] == -n
-    _, value, headers = encode_event(ev, "binary")
-    assert decode_record(value, headers)["data"]["Huge"] == n
-    _, value, headers = encode_event(ev, "structured")
-    assert decode_record(value, headers)["data"]["Neg"] == -n
+    rec = encode_routed(BinaryEncoder(), "all", "t", ev)
+    assert decode_record(rec.value, rec.headers)["data"]["Huge"] == n
+    rec = encode_routed(StructuredEncoder(), "all", "t", ev)
+    assert decode_record(rec.value, rec.headers)["data"]["Neg"] == -n
     assert json.loads(ev.to_json())["data"]["Huge"] == n
 
 

@@ -4,8 +4,9 @@
 encoding, and raises ``AssertionError`` (or the unexpected exception itself) when a property breaks:
 
 - normalize returns events and ``NormalizeError``s with a non-empty reason, never anything else;
-- every normalized event encodes: ``CloudEvent.to_json``, Kafka binary and structured records (``encode_event``,
-  ``ce_headers``), the JSON Lines line, and the encoding reads back;
+- every normalized event encodes: ``CloudEvent.to_json``, Kafka binary and structured records (the sink encoders
+  of ``bridge.sinks.encoding``, as the pipeline holds and publishes them, and ``ce_headers``), its dead letter,
+  the JSON Lines line, and the encoding reads back;
 - every filter (both dialects, every operator family) answers True or False on the canonical event, the original
   event and (for messages the normalizer refused) the raw parsed objects, never raises.
 """
@@ -17,10 +18,13 @@ from typing import Any, Final
 
 from bridge import jsonutil
 from bridge.filters import Filter, compile_filter
-from bridge.model import RawMessage, Routed
+from bridge.model import DeadLetter, RawMessage
 from bridge.normalize import NormalizeError, normalize_all
-from bridge.sinks.jsonl import delivery_line
-from bridge.sinks.kafka import ce_headers, decode_record, encode_event
+from bridge.sinks.encoding import BinaryEncoder, Held, StructuredEncoder, ce_headers, decode_record, encode_routed
+from bridge.sinks.jsonl import record_line
+
+ENCODERS: Final = (BinaryEncoder(64 * 1024), StructuredEncoder(64 * 1024))
+JSONL_ENCODER: Final = StructuredEncoder(1 << 40)  # what JsonlSink encodes with
 
 EVENTBRIDGE_PATTERNS: Final[list[dict[str, Any]]] = [
     {"type": [{"prefix": "ml."}], "status": ["failed", "completed"]},
@@ -89,13 +93,17 @@ def check_message(body: bytes, headers: dict[str, bytes] | None = None) -> int:
     for ev in events:
         text = ev.to_json()
         assert jsonutil.loads(text)["id"] == ev.id
-        for mode in ("binary", "structured"):
-            key, value, hdrs = encode_event(ev, mode)  # type: ignore[arg-type]
-            assert key == ev.subject.encode()
-            assert isinstance(value, bytes)
-            assert decode_record(value, hdrs)["id"] == ev.id
+        for enc in ENCODERS:
+            rec = encode_routed(enc, "all", "t", ev)
+            assert rec.key == ev.subject.encode()
+            assert isinstance(rec.value, bytes)
+            assert decode_record(rec.value, rec.headers)["id"] == ev.id
+            value, meta = enc.encode(ev)
+            held = Held(value, meta, ev.sequence, (ev.source, ev.id), late=True)
+            dead = enc.dead_letter(DeadLetter("dlq", "late", enc.event_json(held), "s", "p"), held)
+            assert len(dead.value) + sum(len(k) + len(v) for k, v in dead.headers) <= enc.max_record_bytes
         ce_headers(ev, content_type=False)
-        jsonutil.loads(delivery_line(Routed("all", "t", ev)))
+        jsonutil.loads(record_line(encode_routed(JSONL_ENCODER, "all", "t", ev)))
         check_filters(ev.to_dict())
         if ev.original is not None:
             check_filters(ev.original)
