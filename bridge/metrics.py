@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 
 # Reason kinds of bridge_deadlettered_total that the pipeline can produce.
-DEADLETTER_KINDS = ("invalid", "late", "untrusted", "unpublishable")
+DEADLETTER_KINDS = ("invalid", "error", "late", "untrusted", "unpublishable")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 

@@ -13,7 +13,7 @@ import pytest
 from aiokafka.errors import KafkaConnectionError
 
 import bridge.kafka_oauth
-from bridge.model import Routed
+from bridge.sinks.encoding import encode_routed
 from bridge.sinks.kafka import KafkaSink, KafkaSinkConfig
 from bridge.sources.kafka import KafkaSource, KafkaSourceConfig
 from bridge.testing.events import make_event
@@ -34,7 +34,7 @@ async def roundtrip(settings: dict[str, Any], topic: str, group: str) -> list[by
     sink = KafkaSink(KafkaSinkConfig.model_validate({"type": "kafka", **settings}))
     await asyncio.wait_for(sink.start(), 30)
     try:
-        await sink.publish([Routed("all", topic, make_event("auth-1"))])
+        await sink.publish([encode_routed(sink.encoder, "all", topic, make_event("auth-1"))])
     finally:
         await sink.stop()
     source = KafkaSource(KafkaSourceConfig.model_validate(

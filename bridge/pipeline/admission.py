@@ -4,8 +4,10 @@ Per batch: every message is normalized (its errors become one dead letter per me
 outside the trust allow-lists (``trust.py``) are dead-lettered, never seen by dedup; the events' dedup keys
 are classified in one store call (fresh, seen before, or a copy of an event still in flight); fresh events are
 routed and encoded once with the sink's encoder into compact ``Record``s. An event that matches no route is
-settled at once (dropped, counted). Any exception while normalizing, routing or encoding one message or event
-dead-letters that message or event with the exception's type and text: no input stops the pipeline.
+counted and becomes an empty record (no value, no route): it still passes the reorder buffer, so it counts for
+its subject's order and lateness as the design's order (reorder, then route) says, and is settled when it
+leaves. Any exception while normalizing, routing or encoding one message or event dead-letters that message or
+event with the exception's type and text: no input stops the pipeline.
 """
 
 from __future__ import annotations
@@ -156,7 +158,7 @@ class Admission:
         match = self.router.match
         encode = self.encoder.encode
         keep_raw = self._keep_raw
-        unrouted: list[Record] = []
+        unrouted = 0
         failed: list[tuple[str, str]] = []
         records = out.records
         for i in fresh:
@@ -164,10 +166,11 @@ class Admission:
             key = keys[i]
             try:
                 routes = match(ev)
-                if not routes:
-                    unrouted.append(Record(b"", b"", ev.sequence, 0, key, (), tracker))
-                    continue
-                value, meta = encode(ev)
+                if routes:
+                    value, meta = encode(ev)
+                else:  # still ordered (it counts for its subject's lateness), then settled without a record
+                    value = meta = b""
+                    unrouted += 1
             except Exception as exc:  # a poison event: dead-lettered (its unit becomes the dead letter's)
                 msg = origins[i]
                 reason = f"processing failed (event {ev.id!r}): {_describe(exc)}"
@@ -178,7 +181,6 @@ class Admission:
             records.append(Record(value, meta, ev.sequence, hash((key[0], ev.subject)), key, routes, tracker,
                                   origins[i].body if keep_raw else None))
         if unrouted:
-            self.metrics.filtered.labels(source).inc(len(unrouted))
-            self.settlement.dropped(unrouted)
+            self.metrics.filtered.labels(source).inc(unrouted)
         if failed:
             self.settlement.forget(failed)

@@ -191,7 +191,8 @@ class Pipeline:
             source, event_id = rec.dkey
             reason = (f"late event: sequence {rec.seq} is older than one already emitted for its subject "
                       f"(event {event_id!r})")
-            dl = DeadLetter(self.deadletter_topic, reason, rec.raw or self.encoder.event_json(rec), source, "")
+            body = rec.raw if rec.raw is not None else (self.encoder.event_json(rec) if rec.meta else b"")
+            dl = DeadLetter(self.deadletter_topic, reason, body, source, "")
             dead.append(DeadRecord(self.encoder.dead_letter(dl, rec), rec.tracker, "late", rec.dkey))
         self.settlement.inflight -= len(late)  # settled as dead letters (their ids recorded once published)
         self.metrics.deadlettered.labels("late").inc(len(dead))

@@ -167,6 +167,8 @@ class Delivery:
     async def _publish(self, out: list[OutRecord], box: Sequence[Entry]) -> list[OutRecord]:
         """Publish ``out``; return the records the sink confirmed (all of them, unless some were isolated
         as unpublishable and replaced by dead letters)."""
+        if not out:  # only records that matched no route: nothing to publish, settle them
+            return out
         try:
             await self._publish_with_retry(out)
             return out

@@ -227,8 +227,8 @@ class BinaryEncoder:
 
     def dead_letter(self, dead: DeadLetter, held: HeldEvent | None = None) -> OutRecord:
         extra: list[Header] = []
-        if held is not None:
-            extra = [h for h in self.headers(held)[1] if h[0] != "content-type"]
+        if held is not None:  # (an event that matched no route was never encoded: what identifies it)
+            extra = [h for h in self.headers(held)[1] if h[0] != "content-type"] if held.meta else _identity(held)
         elif dead.event is not None:
             extra = ce_headers(dead.event, content_type=False)
         return bounded_dead_letter(dead, dead.raw, extra, self.max_record_bytes)
@@ -268,13 +268,20 @@ class StructuredEncoder:
     def dead_letter(self, dead: DeadLetter, held: HeldEvent | None = None) -> OutRecord:
         extra: list[Header] = []
         if held is not None:
-            extra = [("ce_id", held.dkey[1].encode()), ("ce_source", held.dkey[0].encode()),
-                     ("ce_subject", held.meta), ("ce_sequence", held.seq.encode())]
-            if held.late:
-                extra.append(_LATE)
+            extra = _identity(held)
+            if held.meta:
+                extra.insert(2, ("ce_subject", held.meta))
         elif dead.event is not None:
             extra = ce_headers(dead.event, content_type=False)
         return bounded_dead_letter(dead, dead.raw, extra, self.max_record_bytes)
+
+
+def _identity(held: HeldEvent) -> list[Header]:
+    out: list[Header] = [_SPEC, ("ce_id", held.dkey[1].encode()), ("ce_source", held.dkey[0].encode()),
+                         ("ce_sequence", held.seq.encode())]
+    if held.late:
+        out.append(_LATE)
+    return out
 
 
 def encoder_for(mode: Mode, max_record_bytes: int = 1024 * 1024) -> BinaryEncoder | StructuredEncoder:
