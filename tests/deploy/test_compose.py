@@ -377,3 +377,12 @@ def test_docker_compose_accepts_the_file(docker_compose_v1: str, tmp_path: Path)
     rejected = subprocess.run([docker_compose_v1, "--project-directory", str(ROOT), "-f", str(copy), "config",
                                "-q"], capture_output=True, text=True, timeout=120, check=False)
     assert rejected.returncode != 0 and "stop_grace_perod" in rejected.stderr  # the check can fail
+
+
+def test_bridge_memory_budget_equals_its_mem_limit(services: dict[str, dict[str, Any]]) -> None:
+    """The bridge service's mem_limit and the limits.memory_mb it loads (BRIDGE_MEMORY_MB) are the same."""
+    bridge = services["bridge"]
+    limit = str(bridge["mem_limit"])
+    assert limit.endswith("m")
+    cfg = importlib.import_module("bridge.config").load_config(BRIDGE_CONFIG, env=_env(bridge))
+    assert cfg.limits.memory_mb == int(limit[:-1])

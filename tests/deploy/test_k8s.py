@@ -103,10 +103,30 @@ def _port_number(container: Doc, port: int | str) -> int:
     return int(matches[0])
 
 
+def _mebibytes(quantity: str) -> int:
+    """A Kubernetes memory quantity in MiB (``768Mi``, ``1Gi``)."""
+    units = {"Mi": 1, "Gi": 1024}
+    for suffix, factor in units.items():
+        if quantity.endswith(suffix):
+            return int(quantity[: -len(suffix)]) * factor
+    raise AssertionError(f"unexpected memory quantity {quantity!r}")
+
+
+def _env_value(c: Doc, entry: Doc) -> str:
+    """What one env entry of the container resolves to (the Downward API ones as Kubernetes would)."""
+    if "value" in entry:
+        return str(entry["value"])
+    ref = entry.get("valueFrom", {}).get("resourceFieldRef")
+    if ref is not None:
+        assert ref["resource"] == "limits.memory" and ref["divisor"] == "1Mi", ref
+        return str(_mebibytes(c["resources"]["limits"]["memory"]))
+    return "pod-name-0"
+
+
 def _deployment_env(deployment: Doc, secret: Doc) -> dict[str, str]:
     """The environment the bridge container would see: literal env entries plus the Secret's keys."""
     c = deployment["spec"]["template"]["spec"]["containers"][0]
-    env = {e["name"]: str(e.get("value", "pod-name-0")) for e in c.get("env", [])}
+    env = {e["name"]: _env_value(c, e) for e in c.get("env", [])}
     env.update({k: str(v) for k, v in secret["stringData"].items()})
     return env
 
@@ -330,3 +350,18 @@ def test_configmap_config_validates_with_the_bridge_loader(
     http = cfg["http"] if isinstance(cfg, Mapping) else cfg.http
     port = http["port"] if isinstance(http, Mapping) else http.port
     assert int(port) == 8080
+
+
+def test_memory_budget_follows_the_container_memory_limit(
+    tmp_path: Path, config_text: str, deployment: Doc, container: Doc, secret_example: Doc
+) -> None:
+    """limits.memory_mb comes from the bridge container's own memory limit (Downward API, in MiB), so the
+    budget and the limit that OOM-kills the pod cannot drift apart."""
+    env_entry = next(e for e in container["env"] if e["name"] == "BRIDGE_MEMORY_MB")
+    ref = env_entry["valueFrom"]["resourceFieldRef"]
+    assert (ref["containerName"], ref["resource"], ref["divisor"]) == (container["name"], "limits.memory", "1Mi")
+    loader = importlib.import_module("bridge.config").load_config
+    path = tmp_path / "config.yaml"
+    path.write_text(config_text)
+    cfg = loader(path, env=_deployment_env(deployment, secret_example))
+    assert cfg.limits.memory_mb == _mebibytes(container["resources"]["limits"]["memory"]) == 768

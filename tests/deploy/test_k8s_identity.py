@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from bridge.config import load_config
+from tests.deploy.test_k8s import _env_value
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 STATIC_KEYS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "EVENTHUB_CONNECTION_STRING",
@@ -23,7 +24,7 @@ def _doc(name: str) -> dict[str, Any]:
 
 def _env() -> dict[str, str]:
     container = _doc("deployment.yaml")["spec"]["template"]["spec"]["containers"][0]
-    env = {e["name"]: str(e.get("value", "x")) for e in container.get("env", [])}
+    env = {e["name"]: _env_value(container, e) for e in container.get("env", [])}
     env.update({k: str(v) for k, v in _doc("secret.example.yaml")["stringData"].items()})
     return env
 

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from bridge.envelope import CloudEvent
-from bridge.model import RawMessage, SourceBatch
+from bridge.model import RawMessage
 from bridge.pipeline.core import Pipeline
 from bridge.pipeline.dedup import Deduplicator, MemoryDedupStore
 from bridge.pipeline.router import Route, RouteFilter, Router
