@@ -133,8 +133,8 @@ def test_metric_name_parser_sees_through_promql_syntax() -> None:
 
 
 def test_dashboard_covers_what_operators_need(dashboard: Doc) -> None:
-    """Flow, dedup, unrouted, dead letters by kind, untrusted, late, lag per partition, buffers, memory, latency
-    quantiles, readiness and restarts each have a panel."""
+    """Flow, dedup, unrouted, dead letters by kind, untrusted, late, lag per partition, buffers, held bytes against
+    the memory budget, memory against the limit, latency quantiles, readiness, stall and restarts have panels."""
     exprs = [substitute(e, GRAFANA_VARS) for _, e in _queries(dashboard)]
     quantile = r"histogram_quantile\(0\.99, sum by \(le\) \(rate\("
     text = "\n".join(exprs)
@@ -157,6 +157,10 @@ def test_dashboard_covers_what_operators_need(dashboard: Doc) -> None:
         "brokers reachable": r"by \(pod, client\) \(bridge_broker_up",
         "stall": r"bridge_pipeline_stalled",
         "dedup store failures": r"bridge_dedup_store_errors_total",
+        "held bytes per stage": r"by \(pod, stage\) \(bridge_held_bytes",
+        "memory budget": r"bridge_memory_budget_bytes",
+        "memory limit": r"bridge_memory_limit_bytes",
+        "source pauses": r"bridge_source_pauses_total",
     }
     for what, pattern in needed.items():
         assert re.search(pattern, text), f"no panel for {what}"
@@ -185,13 +189,14 @@ def test_every_alert_has_severity_summary_and_a_runbook(rules: list[Doc]) -> Non
 
 def test_alerts_cover_the_failure_modes(rules: list[Doc], exported: set[str]) -> None:
     """Stall (the bridge's own stall gauge), lag growth, dead-letter rate, publish errors, source down, not ready,
-    untrusted events and unchecked (dedup bypassed) events are alerted on; every alert names only exported
-    metrics."""
+    untrusted events, unchecked (dedup bypassed) events and memory near the budget and the limit are alerted on;
+    every alert names only exported metrics."""
     by_name = {r["alert"]: r for r in rules}
     expected = {
         "BridgePipelineStalled", "BridgeConsumerLagGrowing", "BridgeDeadLetterRateHigh", "BridgePublishErrors",
         "BridgeSourceDown", "BridgeDown", "BridgeRestarting", "BridgeDeadLettersLost", "BridgeAckErrors",
-        "BridgeUntrustedEvents", "BridgeNotReady", "BridgeDedupBypassed",
+        "BridgeUntrustedEvents", "BridgeNotReady", "BridgeDedupBypassed", "BridgeMemoryNearBudget",
+        "BridgeMemoryNearLimit",
     }
     assert expected <= set(by_name), sorted(expected - set(by_name))
     for rule in rules:

@@ -62,6 +62,7 @@ MEASURED = {
     *((READINESS, legend) for legend in ("{{pod}} ready", "{{pod}} {{source}}", "{{pod}} broker {{client}}")),
     ("Source positions released and failed", "{{source}} released"),
     ("Memory and dedup window", "{{pod}} resident"), ("Memory and dedup window", "{{pod}} dedup ids"),
+    ("Memory and dedup window", "{{pod}} memory limit"), ("Held bytes against the memory budget", "{{pod}} budget"),
     *(("Publish latency", f"p{q}") for q in (50, 90, 99)), *(("End-to-end latency", f"p{q}") for q in (50, 90, 99)),
 }
 
