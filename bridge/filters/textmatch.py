@@ -6,9 +6,9 @@ Semantics follow aws/event-ruler (the matching library behind EventBridge):
   literal asterisk, ``\\\\`` a literal backslash; a backslash before anything else and two consecutive
   wildcards (``**``) are invalid.
 * IP literals: a string that looks like an IPv4 (``d.d.d.d``) or IPv6 (hex digits and colons) address is an
-  address; CIDR ``a/n`` covers the addresses from ``a`` itself up to ``a`` with its host bits set (event-ruler
-  does not clear host bits, so ``10.0.0.5/24`` covers ``10.0.0.5`` .. ``10.0.0.255``). IPv4 masks must be
-  0..31 and IPv6 masks 0..127, as in event-ruler.
+  address; CIDR ``a/n`` covers the network of ``a``: its host bits cleared up to them all set, so
+  ``10.0.0.7/24`` means ``10.0.0.0/24`` (event-ruler floors the range since aws/event-ruler#89). IPv4 masks
+  must be 0..31 and IPv6 masks 0..127, as in event-ruler.
 """
 
 from __future__ import annotations
@@ -133,4 +133,5 @@ def cidr_range(text: str) -> tuple[int, int, int]:
     if bits > width - 1:
         raise ValueError(f"IPv{version} mask bits must be < {width}")
     host = (1 << (width - bits)) - 1
-    return (version, low, low | host)
+    network = low & ~host  # host bits of the operand are cleared: 10.0.0.7/24 is 10.0.0.0/24
+    return (version, network, network | host)

@@ -318,11 +318,17 @@ def test_cidr_ipv6() -> None:
     assert not eb(pattern, {"ip": "10.0.0.1"})
 
 
-def test_cidr_keeps_event_ruler_host_bits() -> None:
-    """Like event-ruler, a CIDR with host bits set covers from that address up (host bits are not cleared)."""
-    pattern = {"ip": [{"cidr": "10.0.0.5/24"}]}
-    assert eb(pattern, {"ip": "10.0.0.200"})
-    assert not eb(pattern, {"ip": "10.0.0.1"})
+def test_cidr_with_host_bits_means_its_network() -> None:
+    """Like event-ruler (aws/event-ruler#89), an operand with host bits set means its network: 10.0.0.7/24 is
+    10.0.0.0/24, for IPv4 and IPv6 alike."""
+    pattern = {"ip": [{"cidr": "10.0.0.7/24"}]}
+    for inside in ("10.0.0.0", "10.0.0.1", "10.0.0.7", "10.0.0.200", "10.0.0.255"):
+        assert eb(pattern, {"ip": inside}), inside
+    for outside in ("9.255.255.255", "10.0.1.0"):
+        assert not eb(pattern, {"ip": outside}), outside
+    v6 = {"ip": [{"cidr": "2001:db8::ff/120"}]}
+    assert eb(v6, {"ip": "2001:db8::1"}) and eb(v6, {"ip": "2001:db8::ff"})
+    assert not eb(v6, {"ip": "2001:db8::100"})
 
 
 # -------------------------------------------------------------------------------------------------- $or
