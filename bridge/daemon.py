@@ -32,6 +32,7 @@ from bridge.metrics import Metrics
 from bridge.model import Sink, Source, SourceBatch
 from bridge.pipeline.core import Pipeline
 from bridge.pipeline.dedup import MemoryDedupStore
+from bridge.retry import CONNECT, Retries, pause
 
 log = structlog.get_logger("bridge.daemon")
 
@@ -214,8 +215,9 @@ class Daemon:
         m.progress_age.set(readiness["seconds_since_progress"])
 
     # -- connections -----------------------------------------------------------------------------
-    async def _with_backoff(self, what: str, fn: Any) -> bool:
-        delay = 0.5
+    async def _with_backoff(self, what: str, fn: Any, retries: Retries | None = None) -> bool:
+        """Call ``fn`` until it succeeds (True) or the daemon stops (False), waiting as ``retry.CONNECT`` says."""
+        retries = retries if retries is not None else CONNECT.retries()
         while not self.stopping.is_set():
             try:
                 await fn()
@@ -223,33 +225,38 @@ class Daemon:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                delay = retries.failed()
                 log.warning("connect failed; retrying", target=what, retry_in=delay,
                             error=scrub(f"{type(exc).__name__}: {exc}"))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), delay)
-                delay = min(delay * 2, 30.0)
+                await pause(delay, self.stopping)
         return False
 
     async def _pump(self, src: Source) -> None:
-        """Read one source forever, reconnecting with backoff when it fails."""
+        """Read one source forever, reconnecting with backoff when it fails (the failures count across
+        reconnects until a batch arrives, so a source that fails right after connecting backs off too)."""
+        retries = CONNECT.retries()
         while not self.stopping.is_set():
-            if not await self._with_backoff(f"source {src.name}", src.start):
+            if not await self._with_backoff(f"source {src.name}", src.start, retries):
                 return
             log.info("source started", source=src.name)
             try:
                 async for batch in src.batches():
+                    retries.succeeded()
                     await self.queue.put(batch)
                     if self.stopping.is_set():
                         break
                 if self.stopping.is_set():
                     return
-                log.warning("source ended; restarting", source=src.name)
+                delay = retries.failed()
+                log.warning("source ended; restarting", source=src.name, retry_in=delay)
             except (asyncio.CancelledError, Exception) as exc:
                 reraise_if_cancelled(exc)
-                log.error("source failed; reconnecting", source=src.name, error=scrub(f"{type(exc).__name__}: {exc}"))
+                delay = retries.failed()
+                log.error("source failed; reconnecting", source=src.name, retry_in=delay,
+                          error=scrub(f"{type(exc).__name__}: {exc}"))
                 with contextlib.suppress(Exception):
                     await src.stop()
-                await asyncio.sleep(1.0)
+            await pause(delay, self.stopping)
 
     async def _process(self) -> None:
         pipeline = self.pipeline

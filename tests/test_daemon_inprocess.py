@@ -4,13 +4,18 @@ health, HTTP endpoints answer, and a stop drains everything before returning 0."
 from __future__ import annotations
 
 import asyncio
+from itertools import pairwise
 
 import aiohttp
+import pytest
 
+from bridge import daemon as daemon_module
 from bridge.config import parse_config
 from bridge.daemon import Daemon
 from bridge.testing.events import sagemaker_training_event
 from bridge.testing.memory import CapturingSink, InMemorySource
+from testbed.logcapture import capture_module_logs
+from testbed.waiting import wait_for
 
 
 async def test_readyz_turns_503_while_publishing_fails_and_recovers_and_stop_drains() -> None:
@@ -134,3 +139,32 @@ async def test_a_source_dying_with_an_internal_cancelled_error_is_restarted() ->
     assert await _run_until_delivered_or_exit(daemon, src, sink, 3) is None
     assert src.starts == 2
     assert sorted(d.event.id for d in sink.routed) == ["e0", "e1", "e2"] and src.all_acked_once
+
+
+class _SourceAlwaysFailing(InMemorySource):
+    """Connects fine, then fails as soon as it is read, every time."""
+
+    async def batches(self):  # type: ignore[no-untyped-def,override]
+        raise ConnectionError("broker went away")
+        yield  # pragma: no cover
+
+
+async def test_a_source_failing_right_after_connecting_backs_off_longer_each_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A source that connects and then fails at once is restarted with growing delays (retry.CONNECT), not in a
+    tight loop: its failures count across reconnects until a batch arrives."""
+    logs = capture_module_logs(monkeypatch, daemon_module)
+    cfg = parse_config({"http": {"host": "127.0.0.1", "port": 0}, "reorder": {"enabled": False}})
+    daemon = Daemon(cfg, sources=[_SourceAlwaysFailing(name="mem")], sink=CapturingSink())
+    runner = asyncio.create_task(daemon.run())
+
+    def failures() -> list[float]:
+        return [e["retry_in"] for e in logs.events if e["event"] == "source failed; reconnecting"]
+
+    await wait_for(lambda: len(failures()) >= 3, within=30)
+    daemon.request_stop()
+    assert await asyncio.wait_for(runner, 10) == 0
+    delays = failures()
+    assert 0.4 <= delays[0] <= 0.5, delays
+    assert all(later > earlier for earlier, later in pairwise(delays)), delays

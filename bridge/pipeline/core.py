@@ -33,6 +33,7 @@ from bridge.pipeline.reorder import ReorderBuffer
 from bridge.pipeline.router import Router
 from bridge.pipeline.settlement import Settlement
 from bridge.pipeline.trust import TrustPolicy
+from bridge.retry import PUBLISH, Backoff
 
 log = structlog.get_logger("bridge.pipeline")
 
@@ -57,7 +58,7 @@ class Pipeline:
         clock: Callable[[], float] = time.monotonic,
         budget: MemoryBudget | None = None,
         max_outbox_bytes: int = DEFAULT_OUTBOX_BYTES,
-        retry_backoff: tuple[float, float] = (0.05, 5.0),
+        retry_backoff: Backoff = PUBLISH,
         trust: TrustPolicy | None = None,
     ) -> None:
         self.router = router

@@ -22,6 +22,8 @@ from typing import Literal, Protocol, TypeVar
 
 import structlog
 
+from bridge.retry import DEDUP_STORE, Backoff
+
 log = structlog.get_logger("bridge.dedup")
 T = TypeVar("T")
 
@@ -155,7 +157,7 @@ class Deduplicator:
         *,
         timeout: float = 2.0,
         on_store_error: OnStoreError = "block",
-        backoff: tuple[float, float] = (0.1, 5.0),
+        backoff: Backoff = DEDUP_STORE,
         on_bypass: Callable[[int], None] | None = None,
         on_store_failure: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -165,8 +167,7 @@ class Deduplicator:
         self._memory = store if isinstance(store, MemoryDedupStore) else None
         self.timeout = timeout
         self.on_store_error: OnStoreError = on_store_error
-        self._backoff = backoff
-        self._delay = backoff[0]
+        self._retries = backoff.retries()
         self._skip_until = 0.0
         self._on_bypass = on_bypass
         self._on_store_failure = on_store_failure
@@ -244,22 +245,21 @@ class Deduplicator:
                 async with asyncio.timeout(self.timeout):
                     result = await op(keys)
             except Exception as exc:
-                self._failed(exc)
+                delay = self._retries.failed()
+                self._failed(exc, delay)
                 if self.on_store_error == "pass":
-                    self._skip_until = self._clock() + self._delay
-                    self._delay = min(self._delay * 2, self._backoff[1])
+                    self._skip_until = self._clock() + delay
                     raise StoreBypassed(self.store_error) from None
-                await asyncio.sleep(self._delay)
-                self._delay = min(self._delay * 2, self._backoff[1])
+                await asyncio.sleep(delay)
                 continue
             if self.store_error is not None:
                 log.info("dedup store recovered", was=self.store_error)
             self.store_error = None
             self.store_failing_since = None
-            self._delay = self._backoff[0]
+            self._retries.succeeded()
             return result
 
-    def _failed(self, exc: Exception) -> None:
+    def _failed(self, exc: Exception, delay: float) -> None:
         if isinstance(exc, TimeoutError):
             reason = f"TimeoutError: no answer within {self.timeout:g} s"
         else:
@@ -269,7 +269,7 @@ class Deduplicator:
         self.store_error = reason
         if self._on_store_failure is not None:
             self._on_store_failure()
-        log.warning("dedup store unavailable", policy=self.on_store_error, retry_in=self._delay, error=reason)
+        log.warning("dedup store unavailable", policy=self.on_store_error, retry_in=delay, error=reason)
 
     def forget(self, keys: Sequence[DedupKey]) -> None:
         """The events with these keys were not delivered (shutdown before publish): no longer in flight."""

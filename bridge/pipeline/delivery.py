@@ -22,6 +22,7 @@ from bridge.metrics import Metrics
 from bridge.model import DeadLetter, Encoder, OutRecord, Sink
 from bridge.pipeline.records import DeadRecord, Record
 from bridge.pipeline.settlement import Settlement
+from bridge.retry import PUBLISH, Backoff
 
 log = structlog.get_logger("bridge.pipeline")
 
@@ -44,7 +45,7 @@ class Delivery:
         *,
         deadletter_topic: str,
         max_bytes: int,
-        retry_backoff: tuple[float, float] = (0.05, 5.0),
+        retry_backoff: Backoff = PUBLISH,
         clock: Callable[[], float] = time.monotonic,
         after_delivery: Callable[[], None] | None = None,
     ) -> None:
@@ -176,8 +177,7 @@ class Delivery:
             return await self._isolate(box)
 
     async def _publish_with_retry(self, out: list[OutRecord]) -> None:
-        delay, cap = self._backoff
-        attempt = 0
+        retries = self._backoff.retries()
         while True:
             t0 = time.perf_counter()
             try:
@@ -189,19 +189,18 @@ class Delivery:
                 reraise_if_cancelled(exc, self.stopping)
                 # a CancelledError raised inside the client library (this task was not cancelled) is a
                 # failed attempt like any other: retried, never the silent end of the delivery worker
-                attempt += 1
                 self.metrics.publish_errors.inc()
                 self.publish_failing = True
                 if _is_permanent(exc):
                     raise _Permanent(exc) from exc
+                delay = retries.failed()
                 log.warning(
-                    "publish failed; retrying", attempt=attempt, records=len(out),
+                    "publish failed; retrying", attempt=retries.failures, records=len(out), retry_in=delay,
                     error=f"{type(exc).__name__}: {exc}",
                 )
                 if self.give_up_at is not None and self._clock() > self.give_up_at:
                     raise
                 await asyncio.sleep(delay)
-                delay = min(cap, delay * 2)
 
     async def _isolate(self, box: Sequence[Entry]) -> list[OutRecord]:
         """A publish failed for good: publish entry by entry (each route separately) and dead-letter what

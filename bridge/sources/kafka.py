@@ -33,6 +33,7 @@ from bridge.aio import cancelled_from_outside
 from bridge.kafka_common import KafkaClientSettings
 from bridge.limits import MemoryBudget, batch_bytes
 from bridge.model import RawMessage, SourceBatch
+from bridge.retry import COMMIT
 
 log = structlog.get_logger(__name__)
 
@@ -337,6 +338,7 @@ class KafkaSource:
         """Commit what acks made ready; never ends before ``stop()``: a failed commit (also a cancellation
         raised from inside the client, which is not ``stop()`` cancelling this task) is retried."""
         interval = self.config.commit_interval_ms / 1000
+        retries = COMMIT.retries()
         while True:
             await self._commit_wanted.wait()
             if interval:
@@ -349,8 +351,10 @@ class KafkaSource:
                     raise
                 log.warning("kafka.commit_interrupted", source=self.name, detail="cancelled inside the client")
                 ok = False
-            if not ok:
-                await asyncio.sleep(0.5)  # failed: back off, then retry what was restored
+            if ok:
+                retries.succeeded()
+            else:
+                await asyncio.sleep(retries.failed())  # back off, then retry what was restored
                 self._commit_wanted.set()
 
     async def commit_ready(self) -> bool:

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from bridge.aio import reraise_if_cancelled
 from bridge.limits import MemoryBudget, batch_bytes
 from bridge.model import RawMessage, SourceBatch
+from bridge.retry import SQS_DELETE, SQS_RECEIVE
 
 log = structlog.get_logger(__name__)
 
@@ -204,7 +205,7 @@ class SqsSource:
     async def _receive_loop(self) -> None:
         cfg = self.config
         loop = asyncio.get_running_loop()
-        backoff = cfg.error_backoff_seconds
+        retries = SQS_RECEIVE.starting_at(cfg.error_backoff_seconds).retries()
         budget = self._budget
         while not self._stopping:
             if budget is not None:
@@ -220,12 +221,12 @@ class SqsSource:
             except (asyncio.CancelledError, Exception) as exc:
                 reraise_if_cancelled(exc, self._stopping)
                 self._healthy = False
-                log.warning("sqs.receive_failed", source=self.name, error=repr(exc), retry_in=backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+                delay = retries.failed()
+                log.warning("sqs.receive_failed", source=self.name, error=repr(exc), retry_in=delay)
+                await asyncio.sleep(delay)
                 continue
             self._healthy = True
-            backoff = cfg.error_backoff_seconds
+            retries.succeeded()
             messages = response.get("Messages") or []
             if messages:
                 batch = self._make_batch(messages, loop.time() + cfg.visibility_timeout)
@@ -275,6 +276,7 @@ class SqsSource:
 
     async def _delete(self, handles: Sequence[str]) -> None:
         pending = list(handles)
+        retries = SQS_DELETE.retries()
         for attempt in range(self.config.delete_retries + 1):
             results = await asyncio.gather(*(self._delete_chunk(chunk) for chunk in _chunks(pending)))
             failures = [f for chunk_failures in results for f in chunk_failures]
@@ -285,7 +287,7 @@ class SqsSource:
             if not retry:
                 return
             if attempt < self.config.delete_retries:
-                await asyncio.sleep(0.2 * 2**attempt)
+                await asyncio.sleep(retries.failed())
             pending = retry
         log.error("sqs.delete_failed", source=self.name, messages=len(pending), note="will be redelivered")
 

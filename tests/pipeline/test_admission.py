@@ -14,6 +14,7 @@ from bridge.model import RawMessage
 from bridge.pipeline.core import Pipeline
 from bridge.pipeline.dedup import Deduplicator, MemoryDedupStore
 from bridge.pipeline.router import Route, RouteFilter, Router
+from bridge.retry import Backoff
 from bridge.testing.events import make_event
 from bridge.testing.memory import CapturingSink, InMemorySource
 
@@ -36,7 +37,7 @@ class ExplodingFilter:
 
 def pipeline(sink: CapturingSink, routes: list[Route] | None = None) -> Pipeline:
     return Pipeline(Router(routes or [Route("all", "out")]), sink, dedup=Deduplicator(MemoryDedupStore()),
-                    normalize=poisoned_normalize, retry_backoff=(0.001, 0.01))
+                    normalize=poisoned_normalize, retry_backoff=Backoff(0.001, 0.01))
 
 
 async def drain(p: Pipeline, src: InMemorySource) -> None:

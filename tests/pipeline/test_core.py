@@ -13,6 +13,7 @@ from bridge.pipeline.core import Pipeline
 from bridge.pipeline.dedup import Deduplicator, MemoryDedupStore
 from bridge.pipeline.reorder import ReorderBuffer
 from bridge.pipeline.router import Route, RouteFilter, Router
+from bridge.retry import Backoff
 from bridge.testing.events import make_event
 from bridge.testing.memory import CapturingSink, InMemorySource
 
@@ -54,7 +55,7 @@ def make_pipeline(
         reorder=reorder,
         late_policy=late_policy,
         normalize=fake_normalize,
-        retry_backoff=(0.001, 0.01),
+        retry_backoff=Backoff(0.001, 0.01),
     )
 
 

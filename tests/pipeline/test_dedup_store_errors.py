@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import pytest
 
 from bridge.pipeline.dedup import FRESH, INFLIGHT, SEEN, DedupCode, DedupKey, Deduplicator, MemoryDedupStore
+from bridge.retry import Backoff
 
 
 class FlakyStore:
@@ -53,7 +54,7 @@ async def test_block_retries_until_the_store_answers_and_reports_the_reason_mean
     store.keys.add(("s", "old"))
     store.fail = 3
     failures: list[int] = []
-    dedup = Deduplicator(store, timeout=0.5, backoff=(0.01, 0.02), on_store_failure=lambda: failures.append(1))
+    dedup = Deduplicator(store, timeout=0.5, backoff=Backoff(0.01, 0.02), on_store_failure=lambda: failures.append(1))
     errors: list[str | None] = []
     task = asyncio.create_task(dedup.split([("s", "old"), ("s", "new")]))
     while not task.done():
@@ -70,7 +71,7 @@ async def test_block_times_out_a_hanging_store_and_stays_cancellable() -> None:
     waiting split can be cancelled (shutdown)."""
     store = FlakyStore()
     store.hang = True
-    dedup = Deduplicator(store, timeout=0.05, backoff=(0.01, 0.01))
+    dedup = Deduplicator(store, timeout=0.05, backoff=Backoff(0.01, 0.01))
     task = asyncio.create_task(dedup.split([("s", "a")]))
     await asyncio.sleep(0.3)
     assert not task.done()
@@ -89,7 +90,7 @@ async def test_pass_publishes_unchecked_counts_and_backs_off() -> None:
     store.hang = True
     bypassed: list[int] = []
     now = [100.0]
-    dedup = Deduplicator(store, timeout=0.05, on_store_error="pass", backoff=(1.0, 4.0),
+    dedup = Deduplicator(store, timeout=0.05, on_store_error="pass", backoff=Backoff(1.0, 4.0),
                          on_bypass=bypassed.append, clock=lambda: now[0])
     assert await dedup.split([("s", "old"), ("s", "x")]) == [FRESH, FRESH]  # unchecked: old goes out again
     assert bypassed == [2] and store.calls == 1 and dedup.store_error is not None

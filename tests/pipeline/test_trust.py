@@ -16,6 +16,7 @@ from bridge.envelope import CloudEvent
 from bridge.model import RawMessage
 from bridge.normalize import normalize_all
 from bridge.pipeline.trust import TrustConfig, TrustPolicy
+from bridge.retry import Backoff
 from bridge.testing.events import azureml_run_event, sagemaker_training_event
 
 WS = "/subscriptions/1111/resourceGroups/ml-prod/providers/Microsoft.MachineLearningServices/workspaces/ws-prod"
@@ -228,7 +229,7 @@ async def test_pipeline_dead_letters_untrusted_events_counts_them_and_never_reco
     sink = CapturingSink()
     metrics = Metrics()
     pipeline = Pipeline(Router([Route("all", "ml.events")]), sink, dedup=Deduplicator(MemoryDedupStore()),
-                        metrics=metrics, trust=policy(azure_workspaces=[WS]), retry_backoff=(0.001, 0.01))
+                        metrics=metrics, trust=policy(azure_workspaces=[WS]), retry_backoff=Backoff(0.001, 0.01))
     src = InMemorySource(name="azure", batch_size=10)
     forged = azureml_run_event("e1", "run-1", 1)
     forged["topic"] = OTHER_WS
