@@ -20,7 +20,7 @@ from testbed.kafka import OutRecord, collect, produce
 from testbed.process import BridgeProcess
 from testbed.servers import RedisServer, Tansu
 
-GRACE = 8.0
+GRACE = 6.0
 PAUSE = 20.0
 
 
@@ -145,7 +145,7 @@ async def test_redis_killed_and_restarted_then_sigterm_while_blocked(
             body = wait_readyz(bridge, 503, "dedup store")
             assert body["dedup"]["ok"] is False and "error" in body["dedup"]
             assert bridge.metric_sum("bridge_dedup_store_up") == 0
-            assert len(await output(snk, out, 41, timeout=3)) == 40  # nothing published unchecked
+            assert bridge.metric_sum("bridge_events_out_total") == 40  # nothing published unchecked
             redis.start()
             wait_readyz(bridge, 200)
             recs = await output(snk, out, 80)
@@ -190,7 +190,7 @@ async def test_wrong_redis_password_blocks_and_is_reported_or_passes_when_config
             error = body["dedup"]["error"]
             assert "AuthenticationError" in error or "WRONGPASS" in error or "invalid" in error.lower(), error
             assert "wrong-password" not in str(body)
-            assert await output(snk, out, 1, timeout=3) == []
+            assert bridge.metric_sum("bridge_events_out_total") == 0  # nothing published unchecked
             sigterm_within_grace(bridge)
         with BridgeProcess(fault_config(src, snk, raw, out, dead, {**wrong, "on_store_error": "pass"}),
                            tmp_path, "pass") as bridge:

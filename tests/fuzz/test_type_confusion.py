@@ -177,7 +177,7 @@ def variants(draw: st.DrawFn) -> bytes:
     return body
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(body=variants())
 def test_random_type_confused_variants(body: bytes) -> None:
     """Random nested fields of random corpus events replaced by random values keep the properties."""
