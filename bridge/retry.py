@@ -98,4 +98,4 @@ SQS_RECEIVE = Backoff(1.0, 30.0)
 SQS_DELETE = Backoff(0.2, 5.0)
 """SQS: entries of ``DeleteMessageBatch`` that failed, retried ``sources[].delete_retries`` times."""
 COMMIT = Backoff(0.5, 10.0)
-"""Kafka offset commits that failed: retried until they succeed or the source stops."""
+"""Kafka offset commits and Event Hubs checkpoints that failed: retried until they succeed or the source stops."""

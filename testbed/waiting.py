@@ -1,15 +1,17 @@
 """Wait for a condition instead of sleeping a fixed time: the one polling helper of the tests.
 
-``wait_for`` (async) and ``wait_for_sync`` (blocking, for tests that drive a bridge process) call ``predicate``
-until it returns something truthy and return that value; past ``within`` seconds they fail with ``what`` and the
-last value seen. Generous deadlines keep tests robust on a loaded machine without weakening what they assert.
+``wait_for`` (async; ``predicate`` may be a coroutine function) and ``wait_for_sync`` (blocking, for tests that
+drive a bridge process) call ``predicate`` until it returns something truthy and return that value; past
+``within`` seconds they fail with ``what`` and the last value seen. Generous deadlines keep tests robust on a
+loaded machine without weakening what they assert.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -23,12 +25,16 @@ def _fail(what: str, within: float, last: object) -> ConditionNotReached:
     return ConditionNotReached(f"{what or 'condition'} not reached within {within:g} s (last: {last!r})")
 
 
-async def wait_for(predicate: Callable[[], T], within: float = 30.0, what: str = "", every: float = 0.02) -> T:
+async def wait_for(
+    predicate: Callable[[], T | Awaitable[T]], within: float = 30.0, what: str = "", every: float = 0.02
+) -> T:
     """Poll ``predicate`` every ``every`` seconds on the running loop until it is truthy; return its value."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     while True:
         value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         if loop.time() > deadline:

@@ -2,11 +2,13 @@
 
 Each SDK callback batch becomes one ``SourceBatch``. The SDK callback only enqueues (a bounded
 ``asyncio.Queue``: when the pipeline falls behind, the callback waits for room, which is the backpressure);
-it never waits for delivery. ``ack()`` marks a batch done; per partition, the checkpoint advances to the last
-event of the highest contiguous run of acked batches, so an out-of-order ack never releases a position
-ahead of an undelivered batch. Replicas sharing the consumer group and checkpoint container split the
-partitions through the SDK's ownership load balancing; when a partition moves away its pending state is
-dropped (its unacked batches will be redelivered to the new owner from the last checkpoint).
+it never waits for delivery. ``ack()`` marks a batch done in the source's ``Checkpointer``
+(``bridge.sources.checkpoint``): per partition, the checkpoint advances to the last event of the highest
+contiguous run of acked batches, so an out-of-order ack never releases a position ahead of an undelivered
+batch. The ack writes the checkpoint before it returns; a write that fails is retried with backoff. Replicas
+sharing the consumer group and checkpoint container split the partitions through the SDK's ownership load
+balancing; when a partition moves away its pending state is dropped (its unacked batches will be redelivered
+to the new owner from the last checkpoint).
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from bridge.azure_auth import AzureCredentialConfig, build_credential
 from bridge.limits import MemoryBudget, batch_bytes
-from bridge.model import RawMessage, SourceBatch
+from bridge.model import AckFn, RawMessage, SourceBatch
+from bridge.retry import COMMIT
+from bridge.sources.checkpoint import Checkpointer, Ticket
 
 log = structlog.get_logger(__name__)
 
@@ -195,19 +199,15 @@ def _event_body(event: Any) -> bytes:
     return orjson.dumps(body, default=str)
 
 
-@dataclass(slots=True)
-class _PartitionState:
-    """Acks of one partition's batches under one ownership (``generation``)."""
+@dataclass(slots=True, eq=False)
+class _Claim:
+    """One ownership of a partition (from ``on_partition_initialize`` to ``on_partition_close``): the SDK context
+    that writes its checkpoints, and the checkpointer's key for its batches (a partition claimed again is a new
+    claim: acks of the old one are ignored)."""
 
     context: Any
-    generation: int
-    next_ordinal: int = 0
-    contiguous: int = -1  # highest ordinal such that it and every earlier batch are acked
-    acked: set[int] = field(default_factory=set)
-    last_events: dict[int, Any] = field(default_factory=dict)  # ordinal -> last event of the batch
-    to_checkpoint: Any = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one checkpoint writer per claim
     written_sequence: int = -1
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class EventHubsSource:
@@ -232,8 +232,9 @@ class EventHubsSource:
         self.prefetch = config.prefetch or prefetch_for(prefetch_bytes)
         self._queue: asyncio.Queue[SourceBatch] = asyncio.Queue(maxsize=config.queue_batches)
         self._stash: deque[SourceBatch] = deque()
-        self._partitions: dict[str, _PartitionState] = {}
-        self._generation = 0
+        self._partitions: dict[str, _Claim] = {}
+        self._checkpoints: Checkpointer[_Claim, Any] = Checkpointer()  # positions: the last event of a batch
+        self._retry_task: asyncio.Task[None] | None = None
         self._client: Any = None
         self._store: Any = None
         self._task: asyncio.Task[None] | None = None
@@ -366,6 +367,12 @@ class EventHubsSource:
 
     async def stop(self) -> None:
         """Stop receiving, release ownership, and end ``batches()``; unacked positions stay unreleased."""
+        if self._retry_task is not None:
+            self._retry_task.cancel()
+            await asyncio.gather(self._retry_task, return_exceptions=True)
+            self._retry_task = None
+        if self._checkpoints.has_ready:  # writes that failed so far: one last try while the client is open
+            await self._write_checkpoints()
         self._stopping = True
         if self._client is not None:
             await self._client.close()
@@ -382,6 +389,7 @@ class EventHubsSource:
                     await self._credential.close()
             self._credential = None
         self._partitions.clear()
+        self._checkpoints.revoke(self._checkpoints.partitions)  # acks arriving after the stop are ignored
         if self._closed is not None and not self._closed.done():
             self._closed.set_result(None)
         log.info("eventhubs.stopped", source=self.name)
@@ -417,13 +425,14 @@ class EventHubsSource:
     # -- SDK callbacks (run on the client's task) ---------------------------------------------------------
     async def _on_partition_initialize(self, context: Any) -> None:
         self._healthy = True
-        self._new_state(context)
+        self._claim(context)
         log.info("eventhubs.partition_claimed", source=self.name, partition=context.partition_id)
 
     async def _on_partition_close(self, context: Any, reason: Any) -> None:
-        state = self._partitions.get(context.partition_id)
-        if state is not None and state.context is context:
+        claim = self._partitions.get(context.partition_id)
+        if claim is not None and claim.context is context:
             del self._partitions[context.partition_id]
+            self._checkpoints.revoke([claim])  # its unacked batches are redelivered to the next owner
             self._lag.pop(context.partition_id, None)
         log.info(
             "eventhubs.partition_released",
@@ -437,11 +446,12 @@ class EventHubsSource:
         self._healthy = False
         log.warning("eventhubs.receive_error", source=self.name, partition=partition, error=repr(error))
 
-    def _new_state(self, context: Any) -> _PartitionState:
-        self._generation += 1
-        state = _PartitionState(context=context, generation=self._generation)
-        self._partitions[context.partition_id] = state
-        return state
+    def _claim(self, context: Any) -> _Claim:
+        old = self._partitions.get(context.partition_id)
+        if old is not None:
+            self._checkpoints.revoke([old])
+        claim = self._partitions[context.partition_id] = _Claim(context)
+        return claim
 
     async def _on_event_batch(self, context: Any, events: list[Any]) -> None:
         self._healthy = True  # also called with no events every max_wait_time: a liveness signal
@@ -450,12 +460,10 @@ class EventHubsSource:
                 self._lag[context.partition_id] = 0
             return
         self._record_lag(context, events[-1])
-        state = self._partitions.get(context.partition_id)
-        if state is None or state.context is not context:
-            state = self._new_state(context)
-        ordinal = state.next_ordinal
-        state.next_ordinal += 1
-        state.last_events[ordinal] = events[-1]
+        claim = self._partitions.get(context.partition_id)
+        if claim is None or claim.context is not context:
+            claim = self._claim(context)
+        ticket = self._checkpoints.track(claim, events[-1])
         prefix = f"{self.eventhub_name}/{context.partition_id}@"
         messages = [
             RawMessage(
@@ -469,7 +477,7 @@ class EventHubsSource:
             )
             for event in events
         ]
-        ack = self._ack_fn(context.partition_id, state.generation, ordinal)
+        ack = self._ack_fn(ticket)
         batch = SourceBatch(messages=messages, ack=ack, source=self.name,
                             nbytes=batch_bytes(sum(len(m.body) for m in messages), len(messages)))
         budget = self._budget
@@ -487,40 +495,42 @@ class EventHubsSource:
             self._lag[context.partition_id] = max(0, enqueued - last.sequence_number)
 
     # -- acks -----------------------------------------------------------------------------------------------
-    def _ack_fn(self, partition_id: str, generation: int, ordinal: int) -> Any:
+    def _ack_fn(self, ticket: Ticket[_Claim, Any]) -> AckFn:
         async def ack() -> None:
-            await self._ack(partition_id, generation, ordinal)
+            if self._checkpoints.done([ticket]):
+                await self._write_checkpoints()
 
         return ack
 
-    async def _ack(self, partition_id: str, generation: int, ordinal: int) -> None:
-        state = self._partitions.get(partition_id)
-        if state is None or state.generation != generation:
-            log.debug(
-                "eventhubs.ack_dropped", source=self.name, partition=partition_id, reason="partition lost"
-            )
-            return
-        state.acked.add(ordinal)
-        while state.contiguous + 1 in state.acked:
-            state.contiguous += 1
-            state.acked.discard(state.contiguous)
-            state.to_checkpoint = state.last_events.pop(state.contiguous)
-        if state.to_checkpoint is None:
-            return
-        # One writer per partition, so an earlier position never overwrites a later one.
-        async with state.lock:
-            event = state.to_checkpoint
-            if event is None or event.sequence_number <= state.written_sequence:
-                return
-            if self._partitions.get(partition_id) is not state:
-                return
+    async def _write_checkpoints(self) -> bool:
+        """Write every checkpoint that acks made ready; False if one failed (it is retried with backoff)."""
+        ok = True
+        for claim, event in self._checkpoints.take_ready().items():
+            ok = await self._write(claim, event) and ok
+        if not ok and (self._retry_task is None or self._retry_task.done()) and not self._stopping:
+            self._retry_task = asyncio.create_task(self._retry_checkpoints(), name=f"eventhubs-checkpoint-{self.name}")
+        return ok
+
+    async def _write(self, claim: _Claim, event: Any) -> bool:
+        # One writer per claim, so an earlier position never overwrites a later one.
+        async with claim.lock:
+            if event.sequence_number <= claim.written_sequence or self._partitions.get(claim.context.partition_id) \
+                    is not claim:
+                return True  # superseded, or the partition moved on (its next owner checkpoints it)
             try:
-                await state.context.update_checkpoint(event)
-            except Exception as exc:  # the position stays pending; the next ack of the partition retries it
-                log.warning(
-                    "eventhubs.checkpoint_failed", source=self.name, partition=partition_id, error=repr(exc)
-                )
-                return
-            state.written_sequence = event.sequence_number
-            if state.to_checkpoint is event:
-                state.to_checkpoint = None
+                await claim.context.update_checkpoint(event)
+            except Exception as exc:
+                self._checkpoints.restore({claim: event})
+                log.warning("eventhubs.checkpoint_failed", source=self.name, partition=claim.context.partition_id,
+                            error=repr(exc))
+                return False
+            claim.written_sequence = event.sequence_number
+            return True
+
+    async def _retry_checkpoints(self) -> None:
+        """Retry failed checkpoint writes with backoff (``retry.COMMIT``) until they succeed, the partitions move
+        away or the source stops; later acks write (and so retry) them too."""
+        retries = COMMIT.retries()
+        while self._checkpoints.has_ready and not self._stopping:
+            await asyncio.sleep(retries.failed())
+            await self._write_checkpoints()

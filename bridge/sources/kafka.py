@@ -1,9 +1,9 @@
 """Kafka source: a consumer group yielding one ``SourceBatch`` per poll, committing only acked prefixes.
 
 Each ``getmany()`` poll becomes one batch (it may span partitions). A batch's ``ack`` marks its offset span
-of every partition done; ``OffsetTracker`` keeps, per partition, the spans in fetch order and only a
-contiguous prefix of done spans advances the commit (batches acked out of order never move the commit past
-an unacked one). Commits are coalesced by a background task: acks only mark and signal, the task commits
+of every partition done in the source's ``Checkpointer`` (``bridge.sources.checkpoint``), which advances each
+partition's commit only over a contiguous prefix of done spans (batches acked out of order never move the
+commit past an unacked one). Commits are coalesced by a background task: acks only mark and signal, the task commits
 everything ready in one request, then waits for more. On rebalance the revoked partitions' contiguous-done
 offsets are committed and their pending state dropped; a late ack for a revoked partition is ignored (its
 records are redelivered to the new owner: at least once).
@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
 from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import structlog
@@ -34,6 +32,7 @@ from bridge.kafka_common import KafkaClientSettings
 from bridge.limits import MemoryBudget, batch_bytes
 from bridge.model import RawMessage, SourceBatch
 from bridge.retry import COMMIT
+from bridge.sources.checkpoint import Checkpointer, Ticket
 
 log = structlog.get_logger(__name__)
 
@@ -56,92 +55,6 @@ class KafkaSourceConfig(KafkaClientSettings):
     max_poll_interval_ms: int = 300_000
     commit_interval_ms: int = Field(0, ge=0)
     """Coalescing window before a commit; 0 = commit at once (acks during a commit join the next one)."""
-
-
-@dataclass(slots=True, eq=False)
-class _Span:
-    """The offsets one batch holds on one partition: up to (excluding) ``end``."""
-
-    end: int
-    done: bool = False
-
-
-@dataclass(slots=True, eq=False)
-class _PartitionState:
-    tp: TopicPartition
-    spans: deque[_Span] = field(default_factory=deque)
-    revoked: bool = False
-
-    def advance(self) -> int | None:
-        """Pop the leading done spans; return the new commit offset if it moved."""
-        commit: int | None = None
-        while self.spans and self.spans[0].done:
-            commit = self.spans.popleft().end
-        return commit
-
-
-class OffsetTracker:
-    """Per-partition bookkeeping of fetched spans; yields commit offsets for contiguous done prefixes."""
-
-    def __init__(self) -> None:
-        self._parts: dict[TopicPartition, _PartitionState] = {}
-        self._ready: dict[TopicPartition, int] = {}
-
-    def track(self, tp: TopicPartition, end: int) -> tuple[_PartitionState, _Span]:
-        """Register a fetched span of ``tp`` ending before ``end`` (fetch order = commit order)."""
-        state = self._parts.get(tp)
-        if state is None:
-            state = self._parts[tp] = _PartitionState(tp)
-        span = _Span(end)
-        state.spans.append(span)
-        return state, span
-
-    def mark_done(self, spans: Iterable[tuple[_PartitionState, _Span]]) -> bool:
-        """Mark spans done; True if some partition's commit offset moved."""
-        moved = False
-        for state, span in spans:
-            if state.revoked:
-                continue
-            span.done = True
-            offset = state.advance()
-            if offset is not None:
-                self._ready[state.tp] = offset
-                moved = True
-        return moved
-
-    def take_ready(self) -> dict[TopicPartition, int]:
-        ready, self._ready = self._ready, {}
-        return ready
-
-    def restore(self, offsets: Mapping[TopicPartition, int]) -> None:
-        """Put back offsets whose commit failed, unless superseded or revoked meanwhile."""
-        for tp, offset in offsets.items():
-            if tp in self._parts and tp not in self._ready:
-                self._ready[tp] = offset
-
-    def revoke(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
-        """Drop the state of ``tps``; return their ready (contiguous-done) commit offsets."""
-        ready: dict[TopicPartition, int] = {}
-        for tp in tps:
-            state = self._parts.pop(tp, None)
-            if state is not None:
-                state.revoked = True
-            if tp in self._ready:
-                ready[tp] = self._ready.pop(tp)
-        return ready
-
-    def pending(self, tp: TopicPartition) -> int:
-        """How many fetched spans of ``tp`` are not yet released (acked and contiguous)."""
-        state = self._parts.get(tp)
-        return len(state.spans) if state is not None else 0
-
-    @property
-    def partitions(self) -> list[TopicPartition]:
-        return list(self._parts)
-
-    @property
-    def has_ready(self) -> bool:
-        return bool(self._ready)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -183,7 +96,7 @@ class KafkaSource:
         self._paused = False
         self._client_overrides = client_overrides
         self._consumer: AIOKafkaConsumer | None = None
-        self._tracker = OffsetTracker()
+        self._checkpoints: Checkpointer[TopicPartition, int] = Checkpointer()
         self._commit_wanted = asyncio.Event()
         self._commit_lock = asyncio.Lock()
         self._commit_task: asyncio.Task[None] | None = None
@@ -245,7 +158,7 @@ class KafkaSource:
             max_poll_interval_ms=cfg.max_poll_interval_ms,
         )
         kwargs.update(self._client_overrides)
-        self._tracker = OffsetTracker()
+        self._checkpoints = Checkpointer()
         consumer = AIOKafkaConsumer(**kwargs)
         consumer.subscribe(topics=list(cfg.topics), listener=_Rebalance(self))
         try:
@@ -300,14 +213,14 @@ class KafkaSource:
 
     def _make_batch(self, fetched: Mapping[TopicPartition, Sequence[Any]]) -> SourceBatch:
         messages: list[RawMessage] = []
-        spans: list[tuple[_PartitionState, _Span]] = []
+        spans: list[Ticket[TopicPartition, int]] = []
         name = self.name
         nbytes = 0
-        tracker = self._tracker  # a restart gets a new tracker; acks of older batches stay with this one
+        checkpoints = self._checkpoints  # a restart gets a new one; acks of older batches stay with this one
         for tp, records in fetched.items():
             if not records:
                 continue
-            spans.append(tracker.track(tp, records[-1].offset + 1))
+            spans.append(checkpoints.track(tp, records[-1].offset + 1))
             self._fetched[tp] = records[-1].offset + 1
             prefix = f"{tp.topic}/{tp.partition}@"
             messages.extend(
@@ -321,15 +234,9 @@ class KafkaSource:
             )
             for record in records:
                 nbytes += max(0, record.serialized_value_size) + (64 * len(record.headers) if record.headers else 0)
-        acked = False
 
         async def ack() -> None:
-            nonlocal acked
-            if acked:
-                log.warning("kafka.double_ack_ignored", source=name)
-                return
-            acked = True
-            if tracker.mark_done(spans) and tracker is self._tracker:
+            if checkpoints.done(spans) and checkpoints is self._checkpoints:
                 self._commit_wanted.set()
 
         return SourceBatch(messages=messages, ack=ack, source=name, nbytes=batch_bytes(nbytes, len(messages)))
@@ -360,7 +267,7 @@ class KafkaSource:
     async def commit_ready(self) -> bool:
         """Commit every contiguous-done offset now; False if the commit failed (offsets kept for retry)."""
         async with self._commit_lock:
-            offsets = self._tracker.take_ready()
+            offsets = self._checkpoints.take_ready()
             if not offsets or self._consumer is None:
                 return True
             assigned = self._consumer.assignment()
@@ -370,10 +277,10 @@ class KafkaSource:
             try:
                 await self._consumer.commit(offsets)
             except asyncio.CancelledError:
-                self._tracker.restore(offsets)
+                self._checkpoints.restore(offsets)
                 raise
             except Exception as exc:  # KafkaError, or a consumer closing under us: keep offsets, retry
-                self._tracker.restore(offsets)
+                self._checkpoints.restore(offsets)
                 log.warning("kafka.commit_failed", source=self.name, error=repr(exc), offsets=_fmt(offsets))
                 return False
             self.committed.update(offsets)
@@ -382,7 +289,7 @@ class KafkaSource:
 
     async def _on_revoked(self, revoked: Sequence[TopicPartition]) -> None:
         async with self._commit_lock:
-            offsets = self._tracker.revoke(revoked)
+            offsets = self._checkpoints.revoke(revoked)
             if offsets and self._consumer is not None:
                 try:
                     await self._consumer.commit(offsets)
@@ -406,7 +313,7 @@ class KafkaSource:
                 await self.commit_ready()
             finally:
                 consumer, self._consumer = self._consumer, None
-                self._tracker.revoke(list(self._tracker.partitions))  # later acks of this run: ignored
+                self._checkpoints.revoke(list(self._checkpoints.partitions))  # later acks of this run: ignored
                 await consumer.stop()
         log.info("kafka.source_stopped", source=self.name)
 

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from bridge.model import SourceBatch
 from bridge.sources.eventhubs import EventHubsSource, EventHubsSourceConfig, parse_starting_position
 from testbed.eventhubs_server import EventHubsServer
+from testbed.waiting import wait_for
 
 TIMEOUT = 20.0
 
@@ -70,15 +71,6 @@ async def checkpoints(storage: str, container: str, source: EventHubsSource) -> 
             source.fully_qualified_namespace, source.eventhub_name, "$Default"
         )
     return {c["partition_id"]: c for c in found}
-
-
-async def wait_for(predicate: Callable[[], bool], limit: float = TIMEOUT) -> None:
-    """Poll until the predicate holds."""
-    deadline = asyncio.get_running_loop().time() + limit
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
@@ -148,6 +140,47 @@ async def test_out_of_order_acks_checkpoint_only_the_contiguous_prefix(
         await batches[1].ack()
         cp = (await checkpoints(azurite_connection_string, container, source))["0"]
         assert (cp["sequence_number"], str(cp["offset"])) == (last(2).sequence_number, str(last(2).offset))
+    finally:
+        await source.stop()
+
+
+async def test_a_failed_checkpoint_write_is_retried_without_another_ack(
+    hub_conn: Callable[[int], tuple[str, str]],
+    eventhubs_server: EventHubsServer,
+    azurite_connection_string: str,
+    checkpoint_container: Callable[[], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A checkpoint write that fails (a storage hiccup on the last ack) is retried with backoff by the source
+    itself: the checkpoint lands although no later batch is ever acked."""
+    hub, conn = hub_conn(1)
+    container = checkpoint_container()
+    await produce(conn, [b"e0", b"e1"])
+    real = BlobCheckpointStore.update_checkpoint
+    refused: list[dict[str, Any]] = []
+
+    async def flaky(self: BlobCheckpointStore, checkpoint: dict[str, Any], **kwargs: Any) -> None:
+        if not refused:
+            refused.append(checkpoint)
+            raise ConnectionError("storage hiccup")
+        await real(self, checkpoint, **kwargs)
+
+    monkeypatch.setattr(BlobCheckpointStore, "update_checkpoint", flaky)
+    source = make_source(conn, azurite_connection_string, container, max_batch_size=10)
+    await source.start()
+    try:
+        batches = await take(source.batches(), 2)
+        for batch in batches:
+            assert batch.ack is not None
+            await batch.ack()
+        assert refused  # the first write failed
+        last = eventhubs_server.events(hub, "0")[-1]
+
+        async def written() -> bool:
+            cp = (await checkpoints(azurite_connection_string, container, source)).get("0")
+            return cp is not None and cp["sequence_number"] == last.sequence_number
+
+        await wait_for(written, within=TIMEOUT, what="the retried checkpoint")
     finally:
         await source.stop()
 
@@ -310,7 +343,7 @@ async def test_two_replicas_share_partitions_through_ownership(
                 and len(second.owned_partitions) == 1
                 and eventhubs_server.receivers(hub) == {"0": 1, "1": 1}
             ),
-            limit=45,
+            within=45,
         )
         await produce(conn, [b"x0"], partition_id="0")
         await produce(conn, [b"x1"], partition_id="1")
@@ -364,7 +397,7 @@ async def test_partition_moved_to_another_replica_drops_pending_acks(
                 and len(second.owned_partitions) == 1
                 and eventhubs_server.receivers(hub) == {"0": 1, "1": 1}
             ),
-            limit=45,
+            within=45,
         )
         kept, lost = first.owned_partitions[0], second.owned_partitions[0]
         for batch in pending:

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from bridge.kafka_common import KafkaClientSettings, event_hubs_settings
 from bridge.model import SourceBatch
-from bridge.sources.kafka import KafkaSource, KafkaSourceConfig, OffsetTracker
+from bridge.sources.kafka import KafkaSource, KafkaSourceConfig
 from bridge.testing.sources import collect_batches
 from testbed.servers import Tansu, free_port
 from testbed.tls import TestCA, TlsProxy
@@ -280,25 +280,6 @@ async def test_rebalance_commits_done_prefix_and_ignores_acks_of_revoked_partiti
                 await pump
         await second.stop()
         await first.stop()
-
-
-def test_offset_tracker_releases_contiguous_spans_per_partition() -> None:
-    """The tracker moves each partition's commit only over a done prefix, independently per partition."""
-    tracker = OffsetTracker()
-    p0, p1 = TopicPartition("t", 0), TopicPartition("t", 1)
-    a = [tracker.track(p0, 10), tracker.track(p1, 5)]  # batch A spans two partitions
-    b = [tracker.track(p0, 20)]
-    c = [tracker.track(p0, 35), tracker.track(p1, 9)]  # offsets may jump (compaction, control records)
-    assert tracker.mark_done(b) is False
-    assert tracker.take_ready() == {}
-    assert tracker.mark_done(c) is False
-    assert tracker.mark_done(a) is True
-    assert tracker.take_ready() == {p0: 35, p1: 9}
-    assert tracker.pending(p0) == 0
-    d = [tracker.track(p0, 40)]
-    assert tracker.revoke([p0]) == {}
-    assert tracker.mark_done(d) is False  # revoked: ignored
-    assert tracker.take_ready() == {}
 
 
 def test_security_settings_cover_event_hubs_and_msk() -> None:
