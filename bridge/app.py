@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bridge.config import BridgeConfig
 from bridge.filters import compile_filter
 from bridge.limits import MemoryBudget, Plan, plan
 from bridge.metrics import Metrics
 from bridge.model import Sink
+from bridge.pipeline.admission import NormalizeFn, default_normalize
 from bridge.pipeline.core import Pipeline
-from bridge.pipeline.dedup import Deduplicator, DedupStore, MemoryDedupStore
+from bridge.pipeline.dedup import Deduplicator, DedupStore, MemoryDedupStore, StoreGuard
 from bridge.pipeline.reorder import ReorderBuffer
 from bridge.pipeline.router import Route, RouteFilter, Router
 from bridge.pipeline.trust import TrustPolicy
+from bridge.state.config import STATE_ROUTE
+
+if TYPE_CHECKING:
+    from bridge.state.lifecycle import Lifecycle
 
 
 def build_router(cfg: BridgeConfig) -> Router:
@@ -21,7 +28,7 @@ def build_router(cfg: BridgeConfig) -> Router:
             RouteFilter(compile_filter(f.pattern, f.dialect, f"routes[{i}].filters[{j}].pattern"), f.target)
             for j, f in enumerate(r.filters)
         )
-        routes.append(Route(r.name, r.topic, filters))
+        routes.append(Route(r.name, r.topic, filters, tuple(r.state_attributes) if r.changes_only else ()))
     return Router(routes)
 
 
@@ -40,25 +47,58 @@ def build_dedup_store(cfg: BridgeConfig, bounds: Plan | None = None) -> DedupSto
     return MemoryDedupStore(d.window_seconds, min(d.max_entries, bounds.dedup_max_entries))
 
 
+def build_lifecycle(
+    cfg: BridgeConfig, router: Router, metrics: Metrics, dedup: Deduplicator | None
+) -> Lifecycle | None:
+    """``changes_only`` routes and the state topic (``bridge.state``), or None when the config has neither. The
+    last states live where dedup ids do (Redis: the same client and failure policy)."""
+    from bridge.state.lifecycle import Lifecycle
+    from bridge.state.store import MemoryStateStore, RedisStateStore, StateStore
+
+    changes = [r.name for r in router.routes if r.changes]
+    s, d = cfg.state, cfg.dedup
+    if not changes and s.topic is None:
+        return None
+    store: StateStore
+    if d.store == "redis":
+        from bridge.pipeline.redis_store import RedisDedupStore
+
+        if dedup is not None and isinstance(dedup.store, RedisDedupStore):
+            store = RedisStateStore(dedup.store.client, s.key_prefix, s.remember_seconds)
+        else:
+            store = RedisStateStore.from_url(d.redis_url.get_secret_value(), s.key_prefix, s.remember_seconds,
+                                             d.store_timeout_seconds)
+    else:
+        store = MemoryStateStore(s.remember_seconds, s.max_subjects)
+    guard = dedup if dedup is not None else StoreGuard(
+        timeout=d.store_timeout_seconds, on_store_error=d.on_store_error,
+        on_store_failure=metrics.dedup_store_errors.inc, what="state store",
+    )
+    metrics.prime_state(changes, STATE_ROUTE if s.topic is not None else None)
+    return Lifecycle(router.routes, store, metrics, topic=s.topic, guard=guard)
+
+
 def build_pipeline(cfg: BridgeConfig, sink: Sink, metrics: Metrics | None = None,
-                   store: DedupStore | None = None, budget: MemoryBudget | None = None) -> Pipeline:
+                   store: DedupStore | None = None, budget: MemoryBudget | None = None,
+                   normalize: NormalizeFn = default_normalize) -> Pipeline:
     bounds = memory_plan(cfg)
+    metrics = metrics if metrics is not None else Metrics()
     dedup = None
     if cfg.dedup.enabled:
-        m = metrics
         dedup = Deduplicator(
             store if store is not None else build_dedup_store(cfg, bounds),
             timeout=cfg.dedup.store_timeout_seconds,
             on_store_error=cfg.dedup.on_store_error,
-            on_bypass=m.dedup_bypassed.inc if m is not None else None,
-            on_store_failure=m.dedup_store_errors.inc if m is not None else None,
+            on_bypass=metrics.dedup_bypassed.inc,
+            on_store_failure=metrics.dedup_store_errors.inc,
         )
     reorder = None
     if cfg.reorder.enabled:
         r = cfg.reorder
         reorder = ReorderBuffer(r.max_delay_ms / 1000.0, r.max_events, r.max_subjects, bounds.reorder_bytes)
+    router = build_router(cfg)
     return Pipeline(
-        build_router(cfg),
+        router,
         sink,
         deadletter_topic=cfg.deadletter.topic,
         dedup=dedup,
@@ -68,4 +108,6 @@ def build_pipeline(cfg: BridgeConfig, sink: Sink, metrics: Metrics | None = None
         trust=TrustPolicy.compile(cfg.trust),
         budget=budget,
         max_outbox_bytes=bounds.delivery_bytes,
+        normalize=normalize,
+        lifecycle=build_lifecycle(cfg, router, metrics, dedup),
     )

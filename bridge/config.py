@@ -33,6 +33,8 @@ from bridge.sinks.kafka import KafkaSinkConfig
 from bridge.sources.eventhubs import EventHubsSourceConfig
 from bridge.sources.kafka import KafkaSourceConfig
 from bridge.sources.sqs import SqsSourceConfig
+from bridge.state.attributes import getter
+from bridge.state.config import STATE_ROUTE, StateConfig
 
 
 class _Strict(BaseModel):
@@ -125,6 +127,29 @@ class RouteConfig(_Strict):
         min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$", description="destination Kafka topic"
     )
     filters: list[FilterConfig] = Field(default_factory=list, description="all must match; none: every event")
+    changes_only: bool = Field(
+        False, description="publish an event only when its state (state_attributes) differs from the last one this "
+        "route published for its subject; the last state lives in the dedup store (memory, or Redis shared by "
+        "replicas) and is recorded once published; a late event is never a change",
+    )
+    state_attributes: list[str] = Field(
+        default_factory=lambda: ["status"], min_length=1,
+        description="changes_only: the attributes whose values make the state, e.g. [status, data.SecondaryStatus] "
+        "(a context attribute or extension, or a dotted path into data)",
+    )
+
+    @field_validator("state_attributes")
+    @classmethod
+    def _paths(cls, paths: list[str]) -> list[str]:
+        for p in paths:
+            getter(p)  # raises ValueError with the reason
+        return paths
+
+    @model_validator(mode="after")
+    def _attributes_need_changes_only(self) -> RouteConfig:
+        if "state_attributes" in self.model_fields_set and not self.changes_only:
+            raise ValueError("state_attributes applies to changes_only routes: set changes_only: true")
+        return self
 
 
 class DeadLetterConfig(_Strict):
@@ -176,6 +201,14 @@ class BridgeConfig(_Strict):
     shutdown: ShutdownConfig = Field(default_factory=ShutdownConfig)
     readiness: ReadinessConfig = Field(default_factory=ReadinessConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
+
+    @model_validator(mode="after")
+    def _state_route_name(self) -> BridgeConfig:
+        if self.state.topic is not None and any(r.name == STATE_ROUTE for r in self.routes):
+            raise ValueError(f"route name {STATE_ROUTE!r} is reserved for the state topic (state.topic) in metrics "
+                             "and replay output: rename the route")
+        return self
 
     @field_validator("routes")
     @classmethod

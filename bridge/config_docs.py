@@ -31,6 +31,7 @@ from bridge.sinks.kafka import KafkaSinkConfig
 from bridge.sources.eventhubs import CheckpointStoreConfig, EventHubsSourceConfig
 from bridge.sources.kafka import KafkaSourceConfig
 from bridge.sources.sqs import SqsSourceConfig
+from bridge.state.config import StateConfig
 
 SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("http", HttpConfig, "HTTP server for /healthz, /readyz, /metrics."),
@@ -59,6 +60,8 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
      "pipeline, a Kafka cluster that does not answer its probe (docs/operations.md)."),
     ("limits", LimitsConfig, "The memory budget: one limit bounds everything the bridge holds (see "
      "docs/operations.md, \"Memory\")."),
+    ("state", StateConfig, "ML lifecycle state: the log-compacted current-state topic (`bridge state` reads it) and "
+     "how long last states are remembered for `changes_only` routes (README, \"ML lifecycle state\")."),
 ]
 
 

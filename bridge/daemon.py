@@ -26,6 +26,7 @@ from bridge.aio import reraise_if_cancelled
 from bridge.app import build_dedup_store, build_pipeline, memory_plan
 from bridge.config import BridgeConfig
 from bridge.health import BrokerProbes, Probe, ShutdownWatchdog, StallWatch, kafka_probe
+from bridge.kafka_common import KafkaClientSettings
 from bridge.limits import MemoryBudget, MiB, Plan
 from bridge.logs import configure, scrub
 from bridge.metrics import Metrics
@@ -116,6 +117,9 @@ class Daemon:
         dedup = self.pipeline.dedup
         if dedup is not None and dedup.store_error is not None and dedup.on_store_error == "block":
             reasons.append(f"dedup store: {dedup.store_error} (retrying; the pipeline waits)")
+        state = self.pipeline.lifecycle.guard if self.pipeline.lifecycle is not None else None
+        if state is not None and state is not dedup and state.store_error and state.on_store_error == "block":
+            reasons.append(f"state store: {state.store_error} (retrying; the pipeline waits)")
         for name, error in sorted(self.probes.errors.items()):
             reasons.append(f"{name}: broker unreachable: {error}")
         if self.stall.observe(self.pending(), self.pipeline.last_progress):
@@ -295,6 +299,7 @@ class Daemon:
             log.info("bridge stopped", exit_code=0)
             return 0
         self.sink_ready = True
+        await self._prepare_state_topic()
         worker = self.pipeline.start()
         pumps = [asyncio.create_task(self._pump(s), name=f"source-{s.name}") for s in self.sources]
         processor = asyncio.create_task(self._process(), name="pipeline")
@@ -339,6 +344,15 @@ class Daemon:
         log.info("bridge stopped", exit_code=exit_code)
         return exit_code
 
+    async def _prepare_state_topic(self) -> None:
+        """Create (log-compacted) or check the state topic before anything is published on it."""
+        settings = getattr(self.sink, "config", None)
+        if self.cfg.state.topic is not None and isinstance(settings, KafkaClientSettings):
+            from bridge.state.topic import ensure_state_topic
+
+            await _bounded(ensure_state_topic(settings, self.cfg.state), min(30.0, self.cfg.shutdown.grace_seconds),
+                           "state topic check")
+
     async def _close_connections(self, deadline: float, *tasks: asyncio.Task[None]) -> None:
         """Stop sources (final commits), the sink and the store, each bounded by what is left of the grace."""
         loop = asyncio.get_running_loop()
@@ -348,6 +362,8 @@ class Daemon:
         steps.append(("sink", self.sink.stop))
         if self.store is not None:
             steps.append(("dedup store", self.store.close))
+        if self.pipeline.lifecycle is not None:
+            steps.append(("state store", self.pipeline.lifecycle.close))
         for what, stop in steps:
             await _bounded(stop(), max(0.1, deadline - loop.time()), f"stopping {what}")
         await _bounded(asyncio.gather(*tasks, return_exceptions=True), max(0.1, deadline - loop.time()), "monitors")

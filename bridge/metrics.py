@@ -116,6 +116,14 @@ class Metrics:
             "bridge_source_pauses", "Times the sources stopped fetching because the memory budget was full",
             registry=r,
         )
+        self.unchanged = Counter(
+            "bridge_events_unchanged", "Events a changes_only route did not publish: same state as the last one it "
+            "published for the subject, or late, per route", ["route"], registry=r,
+        )
+        self.state_unchecked = Counter(
+            "bridge_state_unchecked", "State decisions (changes_only routes, state topic) made without the state "
+            "store because it failed (dedup.on_store_error: pass): published as changes", registry=r,
+        )
         self.e2e_latency = Histogram(
             "bridge_event_latency_seconds", "From receipt of a message to confirmed publish of its event",
             buckets=LATENCY_BUCKETS, registry=r,
@@ -134,6 +142,13 @@ class Metrics:
             self.deadlettered.labels(kind)
         if late_policy is not None:
             self.late.labels(late_policy)
+
+    def prime_state(self, changes_only_routes: list[str], state_route: str | None) -> None:
+        """The series of ``bridge.state``: unchanged events per changes_only route, the state topic's route."""
+        for route in changes_only_routes:
+            self.unchanged.labels(route)
+        if state_route is not None:
+            self.events_out.labels(state_route)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

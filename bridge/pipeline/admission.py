@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import structlog
 
@@ -23,13 +24,22 @@ from bridge.metrics import Metrics
 from bridge.model import DeadLetter, Encoder, RawMessage, SourceBatch
 from bridge.pipeline.dedup import FRESH, INFLIGHT, SEEN, DedupCode, Deduplicator
 from bridge.pipeline.records import DeadRecord, Record, Tracker
-from bridge.pipeline.router import Router
+from bridge.pipeline.router import Route, Router
 from bridge.pipeline.settlement import Settlement
 from bridge.pipeline.trust import TrustPolicy, untrusted_body
 
 log = structlog.get_logger("bridge.pipeline")
 
 NormalizeFn = Callable[[RawMessage], tuple[list[CloudEvent], list[Exception]]]
+
+
+class StateExtractor(Protocol):
+    """What admission keeps for ``bridge.state`` (``bridge.state.lifecycle.Lifecycle``)."""
+
+    @property
+    def encode_unrouted(self) -> bool: ...
+
+    def extract(self, event: CloudEvent, routes: tuple[Route, ...]) -> tuple[str | bytes, ...] | None: ...
 _intern = sys.intern
 
 
@@ -70,6 +80,7 @@ class Admission:
         normalize: NormalizeFn = default_normalize,
         keep_raw: bool = False,
         trust: TrustPolicy | None = None,
+        state: StateExtractor | None = None,
     ) -> None:
         self.router = router
         self.encoder = encoder
@@ -80,6 +91,7 @@ class Admission:
         self._normalize = normalize
         self._keep_raw = keep_raw  # the raw body is kept only to dead-letter late events
         self.trust = trust
+        self.state = state  # bridge.state: what a record keeps for changes_only routes and the state topic
 
     def _dead(self, msg: RawMessage, reason: str, tracker: Tracker, kind: str, body: bytes | None = None,
               event: CloudEvent | None = None) -> DeadRecord:
@@ -158,6 +170,8 @@ class Admission:
         match = self.router.match
         encode = self.encoder.encode
         keep_raw = self._keep_raw
+        state = self.state
+        encode_all = state is not None and state.encode_unrouted
         unrouted = 0
         failed: list[tuple[str, str]] = []
         records = out.records
@@ -169,8 +183,9 @@ class Admission:
                 if routes:
                     value, meta = encode(ev)
                 else:  # still ordered (it counts for its subject's lateness), then settled without a record
-                    value = meta = b""
+                    value, meta = encode(ev) if encode_all else (b"", b"")  # (the state topic takes it)
                     unrouted += 1
+                kept = state.extract(ev, routes) if state is not None else None
             except Exception as exc:  # a poison event: dead-lettered (its unit becomes the dead letter's)
                 msg = origins[i]
                 reason = f"processing failed (event {ev.id!r}): {_describe(exc)}"
@@ -178,8 +193,11 @@ class Admission:
                 out.dead.append(self._dead(msg, reason, tracker, "error"))
                 failed.append(key)
                 continue
-            records.append(Record(value, meta, ev.sequence, hash((key[0], ev.subject)), key, routes, tracker,
-                                  origins[i].body if keep_raw else None))
+            rec = Record(value, meta, ev.sequence, hash((key[0], ev.subject)), key, routes, tracker,
+                         origins[i].body if keep_raw else None)
+            if kept is not None:
+                rec.state = kept
+            records.append(rec)
         if unrouted:
             self.metrics.filtered.labels(source).inc(unrouted)
         if failed:

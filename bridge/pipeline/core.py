@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import structlog
 
@@ -34,6 +34,9 @@ from bridge.pipeline.router import Router
 from bridge.pipeline.settlement import Settlement
 from bridge.pipeline.trust import TrustPolicy
 from bridge.retry import PUBLISH, Backoff
+
+if TYPE_CHECKING:
+    from bridge.state.lifecycle import Lifecycle
 
 log = structlog.get_logger("bridge.pipeline")
 
@@ -60,6 +63,7 @@ class Pipeline:
         max_outbox_bytes: int = DEFAULT_OUTBOX_BYTES,
         retry_backoff: Backoff = PUBLISH,
         trust: TrustPolicy | None = None,
+        lifecycle: Lifecycle | None = None,
     ) -> None:
         self.router = router
         self.sink = sink
@@ -73,13 +77,15 @@ class Pipeline:
         self._clock = clock
         self.encoder = sink.encoder
         self.settlement = Settlement(dedup, self.metrics, clock)
+        self.lifecycle = lifecycle if lifecycle is not None and lifecycle.active else None
         self.admission = Admission(
             router, self.encoder, self.settlement, self.metrics, deadletter_topic=deadletter_topic, dedup=dedup,
-            normalize=normalize, keep_raw=late_policy == "deadletter", trust=trust,
+            normalize=normalize, keep_raw=late_policy == "deadletter", trust=trust, state=self.lifecycle,
         )
         self.delivery = Delivery(
             sink, self.encoder, self.settlement, self.metrics, deadletter_topic=deadletter_topic,
             max_bytes=max_outbox_bytes, retry_backoff=retry_backoff, clock=clock, after_delivery=self._update_gauges,
+            lifecycle=self.lifecycle,
         )
         self._worker: asyncio.Task[None] | None = None
 

@@ -26,6 +26,7 @@ from bridge.retry import DEDUP_STORE, Backoff
 
 log = structlog.get_logger("bridge.dedup")
 T = TypeVar("T")
+A = TypeVar("A")
 
 DedupKey = tuple[str, str]
 OnStoreError = Literal["block", "pass"]
@@ -148,8 +149,73 @@ class MemoryDedupStore:
         return None
 
 
-class Deduplicator:
-    """The dedup stage: splits events into fresh and duplicate, tracking in-flight keys."""
+class StoreGuard:
+    """Timeouts, backoff and the ``on_store_error`` policy around the calls to one remote store: the dedup ids,
+    and the last states of ``bridge.state``, which live in the same Redis. ``store_error`` says what is wrong
+    while calls fail (readiness reads it)."""
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 2.0,
+        on_store_error: OnStoreError = "block",
+        backoff: Backoff = DEDUP_STORE,
+        on_store_failure: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        what: str = "dedup store",
+    ) -> None:
+        self.timeout = timeout
+        self.on_store_error: OnStoreError = on_store_error
+        self._retries = backoff.retries()
+        self._skip_until = 0.0
+        self._on_store_failure = on_store_failure
+        self._clock = clock
+        self._what = what
+        self.store_error: str | None = None
+        """What is wrong with the store while calls fail (``None`` when the last call succeeded)."""
+        self.store_failing_since: float | None = None
+
+    async def call(self, op: Callable[[A], Awaitable[T]], arg: A) -> T:
+        """One store operation with a timeout. ``block``: retried with backoff until it succeeds (the pipeline
+        waits: backpressure, nothing published unchecked). ``pass``: tried once, and not again until the backoff
+        has passed; a failure raises ``StoreBypassed``."""
+        while True:
+            if self.on_store_error == "pass" and self.store_error is not None and self._clock() < self._skip_until:
+                raise StoreBypassed(self.store_error)
+            try:
+                async with asyncio.timeout(self.timeout):
+                    result = await op(arg)
+            except Exception as exc:
+                delay = self._retries.failed()
+                self._failed(exc, delay)
+                if self.on_store_error == "pass":
+                    self._skip_until = self._clock() + delay
+                    raise StoreBypassed(self.store_error) from None
+                await asyncio.sleep(delay)
+                continue
+            if self.store_error is not None:
+                log.info(f"{self._what} recovered", was=self.store_error)
+            self.store_error = None
+            self.store_failing_since = None
+            self._retries.succeeded()
+            return result
+
+    def _failed(self, exc: Exception, delay: float) -> None:
+        if isinstance(exc, TimeoutError):
+            reason = f"TimeoutError: no answer within {self.timeout:g} s"
+        else:
+            reason = f"{type(exc).__name__}: {exc}"
+        if self.store_failing_since is None:
+            self.store_failing_since = self._clock()
+        self.store_error = reason
+        if self._on_store_failure is not None:
+            self._on_store_failure()
+        log.warning(f"{self._what} unavailable", policy=self.on_store_error, retry_in=delay, error=reason)
+
+
+class Deduplicator(StoreGuard):
+    """The dedup stage: splits events into fresh and duplicate, tracking in-flight keys (its store calls are
+    guarded by ``StoreGuard``)."""
 
     def __init__(
         self,
@@ -162,19 +228,12 @@ class Deduplicator:
         on_store_failure: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__(timeout=timeout, on_store_error=on_store_error, backoff=backoff,
+                         on_store_failure=on_store_failure, clock=clock)
         self.store = store
         self._inflight: dict[DedupKey, int] = {}
         self._memory = store if isinstance(store, MemoryDedupStore) else None
-        self.timeout = timeout
-        self.on_store_error: OnStoreError = on_store_error
-        self._retries = backoff.retries()
-        self._skip_until = 0.0
         self._on_bypass = on_bypass
-        self._on_store_failure = on_store_failure
-        self._clock = clock
-        self.store_error: str | None = None
-        """What is wrong with the store while calls fail (``None`` when the last call succeeded)."""
-        self.store_failing_since: float | None = None
 
     @property
     def inflight(self) -> int:
@@ -202,7 +261,7 @@ class Deduplicator:
                 seen = self._memory.seen_now(cand_keys)
             else:
                 try:
-                    seen = await self._call(self.store.seen, cand_keys)
+                    seen = await self.call(self.store.seen, cand_keys)
                 except StoreBypassed:
                     seen = [False] * len(cand_keys)
                     if self._on_bypass is not None:
@@ -227,49 +286,12 @@ class Deduplicator:
             self._memory.record_now(keys)
         else:
             try:
-                await self._call(self.store.record, keys)
+                await self.call(self.store.record, keys)
             except StoreBypassed:
                 log.warning("dedup store failing; delivered ids not recorded", ids=len(keys), error=self.store_error)
         inflight = self._inflight
         for key in keys:
             inflight.pop(key, None)
-
-    async def _call(self, op: Callable[[Sequence[DedupKey]], Awaitable[T]], keys: Sequence[DedupKey]) -> T:
-        """One store operation with a timeout. ``block``: retried with backoff until it succeeds (the pipeline
-        waits: backpressure, nothing published unchecked). ``pass``: tried once, and not again until the backoff
-        has passed; a failure raises ``StoreBypassed``."""
-        while True:
-            if self.on_store_error == "pass" and self.store_error is not None and self._clock() < self._skip_until:
-                raise StoreBypassed(self.store_error)
-            try:
-                async with asyncio.timeout(self.timeout):
-                    result = await op(keys)
-            except Exception as exc:
-                delay = self._retries.failed()
-                self._failed(exc, delay)
-                if self.on_store_error == "pass":
-                    self._skip_until = self._clock() + delay
-                    raise StoreBypassed(self.store_error) from None
-                await asyncio.sleep(delay)
-                continue
-            if self.store_error is not None:
-                log.info("dedup store recovered", was=self.store_error)
-            self.store_error = None
-            self.store_failing_since = None
-            self._retries.succeeded()
-            return result
-
-    def _failed(self, exc: Exception, delay: float) -> None:
-        if isinstance(exc, TimeoutError):
-            reason = f"TimeoutError: no answer within {self.timeout:g} s"
-        else:
-            reason = f"{type(exc).__name__}: {exc}"
-        if self.store_failing_since is None:
-            self.store_failing_since = self._clock()
-        self.store_error = reason
-        if self._on_store_failure is not None:
-            self._on_store_failure()
-        log.warning("dedup store unavailable", policy=self.on_store_error, retry_in=delay, error=reason)
 
     def forget(self, keys: Sequence[DedupKey]) -> None:
         """The events with these keys were not delivered (shutdown before publish): no longer in flight."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -23,6 +24,9 @@ from bridge.model import DeadLetter, Encoder, OutRecord, Sink
 from bridge.pipeline.records import DeadRecord, Record
 from bridge.pipeline.settlement import Settlement
 from bridge.retry import PUBLISH, Backoff
+
+if TYPE_CHECKING:
+    from bridge.state.lifecycle import Lifecycle
 
 log = structlog.get_logger("bridge.pipeline")
 
@@ -48,6 +52,7 @@ class Delivery:
         retry_backoff: Backoff = PUBLISH,
         clock: Callable[[], float] = time.monotonic,
         after_delivery: Callable[[], None] | None = None,
+        lifecycle: Lifecycle | None = None,
     ) -> None:
         self.sink = sink
         self.encoder = encoder
@@ -58,6 +63,7 @@ class Delivery:
         self._backoff = retry_backoff
         self._clock = clock
         self._after = after_delivery
+        self.lifecycle = lifecycle  # bridge.state: changes_only routes and the state topic, decided per group
         self._outbox: list[Entry] = []
         self._outbox_bytes = 0
         self.bytes = 0  # outbox plus the group being published, until settled
@@ -121,6 +127,8 @@ class Delivery:
                 self._after()
 
     async def _deliver(self, box: list[Entry]) -> None:
+        lifecycle = self.lifecycle
+        plan = await lifecycle.plan(box) if lifecycle is not None else None
         records: list[Record] = []
         dead: list[DeadRecord] = []
         out: list[OutRecord] = []
@@ -138,6 +146,8 @@ class Delivery:
         now = self._clock()
         self._observe_latency(records, now)
         self._count(published)
+        if lifecycle is not None:
+            await lifecycle.settle(plan)
         await self.settlement.delivered(records, dead)
 
     def _observe_latency(self, records: Sequence[Record], now: float) -> None:
@@ -228,6 +238,7 @@ class Delivery:
                 log.error("event not publishable; dead-lettered", id=event_id, source=source, route=route.name,
                           reason=reason)
                 await self._publish_or_report([dl], published)
+                e.routes = tuple(r for r in e.routes if r is not route)  # what was published, for bridge.state
         return published
 
     async def _publish_or_report(self, recs: list[OutRecord], published: list[OutRecord]) -> None:

@@ -17,6 +17,8 @@ from bridge.pipeline.router import Route
 RECORD_OVERHEAD: Final = 420
 """Bytes a held ``Record`` costs beyond its value and meta (object, sequence, keys, dedup bookkeeping);
 measured by ``bench/memory.py`` and used for the memory budget's accounting."""
+STATE_OVERHEAD: Final = 120
+"""Bytes ``Record.state`` costs beyond its strings' lengths (tuple, subject and value objects)."""
 
 
 class Tracker:
@@ -62,7 +64,8 @@ class Tracker:
 class Record:
     """An admitted, routed and encoded event (implements ``bridge.model.HeldEvent``)."""
 
-    __slots__ = ("deadline", "dkey", "emitted", "late", "meta", "raw", "routes", "seq", "skey", "tracker", "value")
+    __slots__ = ("deadline", "dkey", "emitted", "late", "meta", "raw", "routes", "seq", "skey", "state", "tracker",
+                 "value")
 
     def __init__(
         self,
@@ -83,6 +86,7 @@ class Record:
         self.routes = routes
         self.tracker = tracker
         self.raw = raw  # the raw input, kept only when late events are dead-lettered
+        self.state: tuple[str | bytes, ...] | None = None  # (subject, state values): bridge.state.lifecycle
         self.late = False
         self.emitted = False
         self.deadline = 0.0
@@ -91,7 +95,11 @@ class Record:
     def nbytes(self) -> int:
         """What holding this record costs, for the memory budget."""
         raw = self.raw
-        return len(self.value) + len(self.meta) + RECORD_OVERHEAD + (len(raw) if raw is not None else 0)
+        n = len(self.value) + len(self.meta) + RECORD_OVERHEAD + (len(raw) if raw is not None else 0)
+        state = self.state
+        if state is not None:
+            n += STATE_OVERHEAD + sum(len(x) for x in state)
+        return n
 
 
 class DeadRecord:

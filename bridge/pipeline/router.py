@@ -28,6 +28,8 @@ class Route:
     name: str
     topic: str
     filters: tuple[RouteFilter, ...] = ()
+    changes: tuple[str, ...] = ()
+    """``changes_only``: the attributes defining the state (``bridge.state``); empty: every event."""
 
 
 class Router:

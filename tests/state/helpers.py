@@ -1,0 +1,45 @@
+"""Shared helpers of the bridge.state tests: SageMaker events with a SecondaryStatus, pipelines from configs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from bridge.app import build_pipeline
+from bridge.config import parse_config
+from bridge.metrics import Metrics
+from bridge.model import RawMessage, SourceBatch
+from bridge.pipeline.core import Pipeline
+from bridge.testing.events import sagemaker_training_event
+from bridge.testing.memory import CapturingSink
+
+
+def job_event(id: str, job: str, second: int, status: str = "InProgress", secondary: str = "Training",
+              account: str = "123456789012") -> dict[str, Any]:
+    """A raw SageMaker training job state change at 2024-01-01 + ``second`` s with the given SecondaryStatus."""
+    ev = sagemaker_training_event(id, job, second, status, account=account)
+    ev["detail"]["SecondaryStatus"] = secondary
+    return ev
+
+
+def pipeline(cfg: dict[str, Any], sink: CapturingSink | None = None) -> Pipeline:
+    """A pipeline built from a config dict (as ``bridge run`` builds it), publishing into ``sink``."""
+    return build_pipeline(parse_config(cfg), sink if sink is not None else CapturingSink(), Metrics())
+
+
+def batch(*events: dict[str, Any], source: str = "src") -> SourceBatch:
+    return SourceBatch([RawMessage(orjson.dumps(e), {}, source, f"{source}@{i}") for i, e in enumerate(events)],
+                       None, source)
+
+
+async def feed(p: Pipeline, *events: dict[str, Any], source: str = "src") -> None:
+    """Submit the events as one batch and wait until everything is delivered (reorder buffer flushed)."""
+    await p.submit(batch(*events, source=source))
+    await p.flush()
+
+
+def published(sink: CapturingSink, route: str) -> list[tuple[str, str | None, str]]:
+    """(id, status, SecondaryStatus) of what ``route`` published, in order."""
+    return [(d.event.id, d.event.status, (d.event.data or {}).get("SecondaryStatus", ""))
+            for d in sink.routed if d.route == route]
