@@ -25,12 +25,11 @@ from aiohttp import web
 from bridge.aio import reraise_if_cancelled
 from bridge.app import build_dedup_store, build_pipeline, memory_plan
 from bridge.config import BridgeConfig
-from bridge.health import BrokerProbes, Probe, ShutdownWatchdog, StallWatch, kafka_probe
-from bridge.kafka_common import KafkaClientSettings
+from bridge.health import BrokerProbes, ShutdownWatchdog, StallWatch
 from bridge.limits import MemoryBudget, MiB, Plan
 from bridge.logs import configure, scrub
 from bridge.metrics import Metrics
-from bridge.model import Sink, Source, SourceBatch
+from bridge.model import Probe, Sink, Source, SourceBatch
 from bridge.pipeline.core import Pipeline
 from bridge.pipeline.dedup import MemoryDedupStore
 from bridge.retry import CONNECT, Retries, pause
@@ -84,7 +83,6 @@ class Daemon:
                            cfg.reorder.late_policy if cfg.reorder.enabled else None)
         self.queue: asyncio.Queue[SourceBatch | None] = asyncio.Queue(maxsize=8)
         self.stopping = asyncio.Event()
-        self.sink_ready = False
         self.http_port: int | None = None
         self._runner: web.AppRunner | None = None
         self._admitting = False  # the processor is inside pipeline.submit (e.g. waiting for the dedup store)
@@ -95,9 +93,6 @@ class Daemon:
         self._was_ready: bool | None = None
 
     # -- readiness -------------------------------------------------------------------------------
-    def source_ready(self, src: Source) -> bool:
-        return bool(getattr(src, "ready", True))
-
     def pending(self) -> bool:
         """Whether the pipeline has work it has not finished: events in flight, batches queued or being admitted."""
         return self.pipeline.inflight > 0 or self.queue.qsize() > 0 or self._admitting
@@ -107,12 +102,12 @@ class Daemon:
         reasons: list[str] = []
         if self.stopping.is_set():
             reasons.append("stopping")
-        if not self.sink_ready:
+        if not self.sink.ready:
             reasons.append("sink: not connected")
         if self.pipeline.publish_failing:
             reasons.append("sink: publish failing (retrying)")
         for s in self.sources:
-            if not self.source_ready(s):
+            if not s.ready:
                 reasons.append(f"source {s.name}: not connected")
         dedup = self.pipeline.dedup
         if dedup is not None and dedup.store_error is not None and dedup.on_store_error == "block":
@@ -135,9 +130,8 @@ class Daemon:
         dedup = self.pipeline.dedup
         body: dict[str, Any] = {
             "ready": not reasons,
-            "sink": self.sink_ready and not self.pipeline.publish_failing and "sink" not in self.probes.errors,
-            "sources": {s.name: self.source_ready(s) and f"source {s.name}" not in self.probes.errors
-                        for s in self.sources},
+            "sink": self.sink.ready and not self.pipeline.publish_failing and "sink" not in self.probes.errors,
+            "sources": {s.name: s.ready and f"source {s.name}" not in self.probes.errors for s in self.sources},
             "stalled": self.stall.stalled,
             "seconds_since_progress": round(self.stall.age, 1),
         }
@@ -150,9 +144,9 @@ class Daemon:
         return body
 
     def _probe_targets(self) -> dict[str, Probe | None]:
-        targets: dict[str, Probe | None] = {"sink": kafka_probe(self.sink)}
+        targets: dict[str, Probe | None] = {"sink": self.sink.probe()}
         for s in self.sources:
-            targets[f"source {s.name}"] = kafka_probe(s)
+            targets[f"source {s.name}"] = s.probe()
         return targets
 
     async def _watch(self, every: float = 1.0) -> None:
@@ -199,14 +193,12 @@ class Daemon:
     def _refresh_gauges(self, readiness: dict[str, Any]) -> None:
         m = self.metrics
         for s in self.sources:
-            m.source_up.labels(s.name).set(1 if self.source_ready(s) else 0)
-            lag = getattr(s, "lag", None)
-            if callable(lag):
-                try:
-                    for part, value in lag().items():
-                        m.consumer_lag.labels(s.name, str(part)).set(value)
-                except Exception as exc:
-                    log.debug("lag unavailable", source=s.name, error=str(exc))
+            m.source_up.labels(s.name).set(1 if s.ready else 0)
+            try:
+                for part, value in s.lag().items():
+                    m.consumer_lag.labels(s.name, str(part)).set(value)
+            except Exception as exc:
+                log.debug("lag unavailable", source=s.name, error=str(exc))
         if isinstance(self.store, MemoryDedupStore):
             m.dedup_entries.set(len(self.store))
         elif self.pipeline.dedup is not None:
@@ -298,7 +290,6 @@ class Daemon:
             await self._close_connections(loop.time() + self.cfg.shutdown.grace_seconds, watch, probes)
             log.info("bridge stopped", exit_code=0)
             return 0
-        self.sink_ready = True
         await self._prepare_state_topic()
         worker = self.pipeline.start()
         pumps = [asyncio.create_task(self._pump(s), name=f"source-{s.name}") for s in self.sources]
@@ -338,20 +329,22 @@ class Daemon:
             if not drained:
                 processor.cancel()
             await asyncio.gather(processor, return_exceptions=True)
+        unadmitted = [b for b in _take_all(self.queue) if b is not None]  # given back to their sources
         budget = max(0.0, drain_until - loop.time())
-        await _bounded(self.pipeline.close(budget), budget + 0.5, "pipeline drain")
+        await _bounded(self.pipeline.close(budget, unadmitted), budget + 0.5, "pipeline drain")
         await self._close_connections(deadline, watch, probes)
         log.info("bridge stopped", exit_code=exit_code)
         return exit_code
 
     async def _prepare_state_topic(self) -> None:
         """Create (log-compacted) or check the state topic before anything is published on it."""
-        settings = getattr(self.sink, "config", None)
-        if self.cfg.state.topic is not None and isinstance(settings, KafkaClientSettings):
+        from bridge.sinks.kafka import KafkaSink
+
+        if self.cfg.state.topic is not None and isinstance(self.sink, KafkaSink):
             from bridge.state.topic import ensure_state_topic
 
-            await _bounded(ensure_state_topic(settings, self.cfg.state), min(30.0, self.cfg.shutdown.grace_seconds),
-                           "state topic check")
+            await _bounded(ensure_state_topic(self.sink.config, self.cfg.state),
+                           min(30.0, self.cfg.shutdown.grace_seconds), "state topic check")
 
     async def _close_connections(self, deadline: float, *tasks: asyncio.Task[None]) -> None:
         """Stop sources (final commits), the sink and the store, each bounded by what is left of the grace."""
@@ -381,6 +374,13 @@ class Daemon:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+def _take_all(queue: asyncio.Queue[SourceBatch | None]) -> list[SourceBatch | None]:
+    out: list[SourceBatch | None] = []
+    while not queue.empty():
+        out.append(queue.get_nowait())
+    return out
 
 
 async def _bounded(aw: Any, seconds: float, what: str) -> bool:

@@ -17,32 +17,15 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
 
 import structlog
 
 from bridge.aio import reraise_if_cancelled
 from bridge.logs import scrub
+from bridge.model import Probe
 
 log = structlog.get_logger("bridge.health")
-
-Probe = Callable[[], Awaitable[Any]]
-
-
-def kafka_probe(connector: object) -> Probe | None:
-    """A metadata probe over the aiokafka client of a started Kafka sink or source, or ``None`` (not Kafka, or
-    not started)."""
-    for attr in ("_producer", "_consumer"):
-        client_owner = getattr(connector, attr, None)
-        if client_owner is None:
-            continue
-        client = getattr(client_owner, "client", None) or getattr(client_owner, "_client", None)
-        fetch = getattr(client, "fetch_all_metadata", None)
-        if callable(fetch):
-            return fetch  # type: ignore[no-any-return]
-    return None
-
 
 class StallWatch:
     """Decides whether the pipeline is stalled, from pending work and the time of the last progress."""

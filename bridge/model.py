@@ -17,6 +17,8 @@ from typing import NamedTuple, Protocol, runtime_checkable
 from bridge.envelope import CloudEvent
 
 AckFn = Callable[[], Awaitable[None]]
+Probe = Callable[[], Awaitable[object]]
+"""A broker check for readiness: awaiting it asks the broker for metadata, and it raises when there is no answer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,16 +38,21 @@ class RawMessage:
 
 @dataclass(slots=True)
 class SourceBatch:
-    """A batch of raw messages with its release callback (call ``ack`` once, after delivery).
+    """A batch of raw messages with its release callbacks.
 
-    ``nbytes`` is what the source charged to the memory budget for this batch (``bridge.limits``); the
-    pipeline gives it back once the batch is admitted. Sources that do not use a budget leave it 0.
+    ``ack`` is called once, after every event of the batch was delivered or deliberately dropped: the source
+    releases its position. ``nack`` is called instead when the pipeline gives the batch up undelivered
+    (shutdown past its grace period): the source hands it back for redelivery at once (SQS: visibility 0);
+    ``None`` where there is nothing to do (Kafka, Event Hubs: the position simply stays unreleased). ``nbytes``
+    is what the source charged to the memory budget for this batch (``bridge.limits``); the pipeline gives it
+    back once the batch is admitted. Sources that do not use a budget leave it 0.
     """
 
     messages: Sequence[RawMessage]
     ack: AckFn | None = None
     source: str = ""
     nbytes: int = 0
+    nack: AckFn | None = None
 
 
 Header = tuple[str, bytes]
@@ -99,13 +106,20 @@ class PublishError(RuntimeError):
 class Sink(Protocol):
     """Publishes records; ``publish`` returns only once every record is confirmed by the broker.
 
-    It raises (preferably ``PublishError``) if any record could not be delivered; the caller then retries or
-    isolates, and no source position is released for undelivered records. ``encoder`` turns events and dead
-    letters into this sink's record format; the pipeline calls it once per event, at admission.
+    It raises ``PublishError`` (``permanent=True`` when retrying cannot help) or any other exception if a record
+    could not be delivered; the caller then retries or isolates, and no source position is released for
+    undelivered records. ``encoder`` turns events and dead letters into this sink's record format; the pipeline
+    calls it once per event, at admission. ``ready`` is True while the sink is connected (readiness); ``probe()``
+    gives the broker check the readiness probes run (``bridge.health``), or ``None`` where there is none.
     """
 
     @property
     def encoder(self) -> Encoder: ...
+
+    @property
+    def ready(self) -> bool: ...
+
+    def probe(self) -> Probe | None: ...
 
     async def start(self) -> None: ...
 
@@ -149,10 +163,20 @@ class Source(Protocol):
     """Yields batches of raw messages; each batch's ``ack`` releases its position upstream.
 
     A source must tolerate acks arriving out of batch order and release positions only as a contiguous
-    prefix (per partition) of acknowledged batches.
+    prefix (per partition) of acknowledged batches (``bridge.sources.checkpoint``). ``ready`` is True while it is
+    connected and consuming (readiness, ``bridge_source_up``); ``lag()`` says how far behind it is where the
+    broker tells it, per partition or queue (``bridge_consumer_lag``; empty when unknown); ``probe()`` gives the
+    broker check the readiness probes run (``bridge.health``), or ``None`` where there is none.
     """
 
     name: str
+
+    @property
+    def ready(self) -> bool: ...
+
+    def lag(self) -> Mapping[str, int]: ...
+
+    def probe(self) -> Probe | None: ...
 
     async def start(self) -> None: ...
 

@@ -27,7 +27,7 @@ async def test_readyz_turns_503_while_publishing_fails_and_recovers_and_stop_dra
     sink.fail_next = 10**9  # failing until told otherwise
     daemon = Daemon(cfg, sources=[src], sink=sink)
     runner = asyncio.create_task(daemon.run())
-    while daemon.http_port is None or not daemon.sink_ready:
+    while daemon.http_port is None or not daemon.sink.ready:
         await asyncio.sleep(0.01)
     url = f"http://127.0.0.1:{daemon.http_port}"
     async with aiohttp.ClientSession() as http:
@@ -67,7 +67,7 @@ async def test_readyz_turns_503_while_publishing_fails_and_recovers_and_stop_dra
 async def _run_until_delivered_or_exit(daemon: Daemon, src: InMemorySource, sink: CapturingSink, n: int) -> int | None:
     """Run the daemon, feed ``n`` events; return its exit code if it exited within 10 s, else None (after a stop)."""
     runner = asyncio.create_task(daemon.run())
-    while daemon.http_port is None or not daemon.sink_ready:
+    while daemon.http_port is None or not daemon.sink.ready:
         await asyncio.sleep(0.01)
     for i in range(n):
         src.put(sagemaker_training_event(f"e{i}", "job", i))
@@ -168,3 +168,33 @@ async def test_a_source_failing_right_after_connecting_backs_off_longer_each_tim
     delays = failures()
     assert 0.4 <= delays[0] <= 0.5, delays
     assert all(later > earlier for earlier, later in pairwise(delays)), delays
+
+
+class _LaggingSource(InMemorySource):
+    """Reports a fixed backlog on one partition."""
+
+    def lag(self) -> dict[str, int]:
+        return {"p0": 7}
+
+
+async def test_source_readiness_and_lag_are_read_through_the_source_contract() -> None:
+    """/metrics exports each source's own ``lag()`` per partition and its ``ready`` as bridge_source_up; once a
+    source stops being ready, /readyz answers 503 naming it."""
+    cfg = parse_config({"http": {"host": "127.0.0.1", "port": 0}, "reorder": {"enabled": False}})
+    src = _LaggingSource(name="mem")
+    daemon = Daemon(cfg, sources=[src], sink=CapturingSink())
+    runner = asyncio.create_task(daemon.run())
+    await wait_for(lambda: daemon.http_port is not None and daemon.sink.ready and src.ready)
+    url = f"http://127.0.0.1:{daemon.http_port}"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{url}/metrics") as r:
+            text = await r.text()
+        assert 'bridge_consumer_lag{partition="p0",source="mem"} 7.0' in text
+        assert 'bridge_source_up{source="mem"} 1.0' in text
+        src.ready = False
+        async with http.get(f"{url}/readyz") as r:
+            assert r.status == 503
+            body = await r.json()
+        assert body["sources"] == {"mem": False} and "source mem: not connected" in body["reasons"]
+    daemon.request_stop()
+    assert await asyncio.wait_for(runner, 10) == 0

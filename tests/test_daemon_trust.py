@@ -21,7 +21,7 @@ async def _start_and_stop(cfg_data: dict[str, Any], monkeypatch: pytest.MonkeyPa
     runner = asyncio.create_task(daemon.run())
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 30
-    while not daemon.sink_ready and loop.time() < deadline:
+    while not daemon.sink.ready and loop.time() < deadline:
         await asyncio.sleep(0.01)
     daemon.request_stop()
     assert await asyncio.wait_for(runner, 30) == 0

@@ -43,7 +43,9 @@ def detect_dialect(spec: Mapping[str, Any], path: str = "") -> str:
     return EVENTGRID if is_eventgrid_filter(spec) else EVENTBRIDGE
 
 
-def compile_filter(spec: Mapping[str, Any], dialect: str = "auto", path: str = "") -> Filter:
+def compile_filter(
+    spec: Mapping[str, Any], dialect: str = "auto", path: str = ""
+) -> EventBridgeFilter | EventGridFilter:
     """Validate and compile ``spec``. ``dialect`` is ``"auto"`` (recognised from the shape), ``"eventbridge"``
     or ``"eventgrid"``; error paths are prefixed with ``path`` (e.g. ``routes[2].filter``)."""
     if dialect == "auto":

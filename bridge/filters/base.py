@@ -39,9 +39,8 @@ class FilterError(ValueError):
 
 @runtime_checkable
 class Filter(Protocol):
-    """A compiled filter: ``dialect`` is ``"eventbridge"`` or ``"eventgrid"``."""
-
-    dialect: str
+    """What a route's filter is: a predicate over an event as a plain dict. The compiled dialects implement it
+    (``EventBridgeFilter``, ``EventGridFilter``, which also say their ``dialect``), and so may a test's own."""
 
     def matches(self, event: Mapping[str, Any]) -> bool:
         """True when ``event`` (a canonical CloudEvent dict or a raw event dict) passes the filter."""

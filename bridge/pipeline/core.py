@@ -123,25 +123,32 @@ class Pipeline:
         await self.settlement.wait()
         self._update_gauges()
 
-    async def close(self, grace: float = 25.0) -> None:
-        """Drain (reorder buffer, outbox, acks) for at most ``grace`` seconds, then stop the worker."""
+    async def close(self, grace: float = 25.0, unadmitted: Sequence[SourceBatch] = ()) -> None:
+        """Drain (reorder buffer, outbox, acks) for at most ``grace`` seconds, then stop the worker; batches still
+        undelivered then, and ``unadmitted`` ones (pulled from a source, never submitted), are given up (nacked
+        where their source asks for it)."""
         self.delivery.give_up_at = self._clock() + grace
+        drained = False
         if self._worker is not None and self._worker.done():
             log.error("delivery worker is gone; undelivered events stay unacknowledged upstream",
                       outbox=len(self.delivery), inflight=self.inflight)
-            self._worker = None
-            return
-        try:
-            await asyncio.wait_for(self.flush(), timeout=grace)
-        except TimeoutError:
-            log.warning("shutdown grace period exceeded; undelivered events stay unacknowledged upstream",
-                        outbox=len(self.delivery), inflight=self.inflight)
+        else:
+            try:
+                await asyncio.wait_for(self.flush(), timeout=grace)
+                drained = True
+            except TimeoutError:
+                log.warning("shutdown grace period exceeded; undelivered events stay unacknowledged upstream",
+                            outbox=len(self.delivery), inflight=self.inflight)
         self.delivery.stopping = True
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._worker
             self._worker = None
+        if not drained or unadmitted:
+            given_up = await self.settlement.give_up(unadmitted)
+            if given_up:
+                log.info("undelivered batches given back to their sources", batches=given_up)
 
     # -- the hot path ---------------------------------------------------------------------------------
     async def submit(self, batch: SourceBatch) -> None:

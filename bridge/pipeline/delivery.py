@@ -20,7 +20,7 @@ import structlog
 from bridge import logs
 from bridge.aio import reraise_if_cancelled
 from bridge.metrics import Metrics
-from bridge.model import DeadLetter, Encoder, OutRecord, Sink
+from bridge.model import DeadLetter, Encoder, OutRecord, PublishError, Sink
 from bridge.pipeline.records import DeadRecord, Record
 from bridge.pipeline.settlement import Settlement
 from bridge.retry import PUBLISH, Backoff
@@ -31,10 +31,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("bridge.pipeline")
 
 Entry = Record | DeadRecord
-
-
-def _is_permanent(exc: BaseException) -> bool:
-    return bool(getattr(exc, "permanent", False))
 
 
 class Delivery:
@@ -201,7 +197,7 @@ class Delivery:
                 # failed attempt like any other: retried, never the silent end of the delivery worker
                 self.metrics.publish_errors.inc()
                 self.publish_failing = True
-                if _is_permanent(exc):
+                if isinstance(exc, PublishError) and exc.permanent:
                     raise _Permanent(exc) from exc
                 delay = retries.failed()
                 log.warning(

@@ -4,22 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from bridge.envelope import CloudEvent
+from bridge.filters.base import Filter
 
 Target = Literal["canonical", "original"]
-
-
-class Matcher(Protocol):
-    def matches(self, event: Mapping[str, Any]) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
 class RouteFilter:
     """A compiled filter and the shape it applies to: the canonical CloudEvent or the original event."""
 
-    matcher: Matcher
+    matcher: Filter
     target: Target = "canonical"
 
 

@@ -4,7 +4,8 @@ Settling a record remembers its id in the dedup store (so later copies are dropp
 the tracker of its source batch, and releases the copies that were waiting for it (duplicates of an event
 still in flight keep their own source position until the original settles: without that, a crash between
 the copy's ack and the original's publish would lose the event). A batch whose units are all released is
-acked upstream, exactly once, in a task of its own.
+acked upstream, exactly once, in a task of its own. A batch the pipeline gives up undelivered (shutdown past its
+grace period) is nacked instead, where its source asks for that (``SourceBatch.nack``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 import structlog
 
 from bridge.metrics import Metrics
-from bridge.model import SourceBatch
+from bridge.model import AckFn, SourceBatch
 from bridge.pipeline.dedup import DedupKey, Deduplicator
 from bridge.pipeline.records import DeadRecord, Record, Tracker
 
@@ -33,6 +34,7 @@ class Settlement:
         self.metrics = metrics
         self._clock = clock
         self._waiting: dict[DedupKey, list[Tracker]] = {}  # duplicates of in-flight events, per key
+        self._nacks: dict[Tracker, AckFn] = {}  # batches not yet done whose source wants a nack if given up
         self._ack_tasks: set[asyncio.Task[None]] = set()
         self._side_tasks: set[asyncio.Future[None]] = set()
         self.inflight = 0  # admitted events not yet settled
@@ -41,7 +43,10 @@ class Settlement:
 
     # -- admission side -------------------------------------------------------------------------------
     def track(self, batch: SourceBatch, now: float) -> Tracker:
-        return Tracker(batch.ack, self._on_batch_done, batch.source, now)
+        tracker = Tracker(batch.ack, self._on_batch_done, batch.source, now)
+        if batch.nack is not None:
+            self._nacks[tracker] = batch.nack
+        return tracker
 
     def wait_for_original(self, key: DedupKey, tracker: Tracker) -> None:
         """A copy of an in-flight event: its unit is released when the original settles."""
@@ -119,6 +124,8 @@ class Settlement:
     # -- acks -----------------------------------------------------------------------------------------
     def _on_batch_done(self, tracker: Tracker) -> None:
         self.last_progress = self._clock()
+        if self._nacks:
+            self._nacks.pop(tracker, None)
         if tracker.ack is None:
             self.metrics.batches_acked.labels(tracker.source).inc()
             return
@@ -134,6 +141,19 @@ class Settlement:
         except Exception as exc:  # the source will redeliver; at least once holds
             self.metrics.ack_errors.labels(tracker.source).inc()
             log.error("releasing source position failed", source=tracker.source, error=str(exc))
+
+    async def give_up(self, unadmitted: Sequence[SourceBatch] = ()) -> int:
+        """Nack every batch not yet done, and every ``unadmitted`` one (pulled but never submitted), whose source
+        asked for it: the pipeline will not deliver them, their acks will not come, the sources redeliver them.
+        Returns how many were nacked."""
+        nacks = [(tracker.source, nack) for tracker, nack in self._nacks.items()]
+        nacks.extend((b.source, b.nack) for b in unadmitted if b.nack is not None)
+        self._nacks = {}
+        results = await asyncio.gather(*(nack() for _, nack in nacks), return_exceptions=True)
+        for (source, _), result in zip(nacks, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("nack failed", source=source, error=f"{type(result).__name__}: {result}")
+        return len(nacks)
 
     async def wait(self) -> None:
         """Wait for pending dedup updates of dropped records and for running acks."""

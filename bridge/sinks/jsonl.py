@@ -12,7 +12,7 @@ from typing import IO
 
 import orjson
 
-from bridge.model import OutRecord
+from bridge.model import OutRecord, Probe
 from bridge.sinks.encoding import DEADLETTER_ROUTE, StructuredEncoder
 
 UNLIMITED = 1 << 40
@@ -42,6 +42,13 @@ class JsonlSink:
     @property
     def encoder(self) -> StructuredEncoder:
         return self._encoder
+
+    @property
+    def ready(self) -> bool:
+        return not self.stream.closed
+
+    def probe(self) -> Probe | None:
+        return None
 
     async def start(self) -> None:
         return None

@@ -22,7 +22,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from pydantic import Field
 
 from bridge.kafka_common import KafkaClientSettings
-from bridge.model import Header, OutRecord, PublishError
+from bridge.model import Header, OutRecord, Probe, PublishError
 from bridge.sinks.encoding import (
     STRUCTURED_CONTENT_TYPE,
     BinaryEncoder,
@@ -107,6 +107,10 @@ class KafkaSink:
     @property
     def ready(self) -> bool:
         return self._producer is not None
+
+    def probe(self) -> Probe | None:
+        """Cluster metadata through the producer's client, once started."""
+        return self._producer.client.fetch_all_metadata if self._producer is not None else None
 
     @property
     def producer(self) -> AIOKafkaProducer:

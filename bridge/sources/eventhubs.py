@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from bridge.azure_auth import AzureCredentialConfig, build_credential
 from bridge.limits import MemoryBudget, batch_bytes
-from bridge.model import AckFn, RawMessage, SourceBatch
+from bridge.model import AckFn, Probe, RawMessage, SourceBatch
 from bridge.retry import COMMIT
 from bridge.sources.checkpoint import Checkpointer, Ticket
 
@@ -268,6 +268,9 @@ class EventHubsSource:
     def owned_partitions(self) -> list[str]:
         """Partitions this instance currently receives from."""
         return sorted(self._partitions)
+
+    def probe(self) -> Probe | None:
+        return None  # the SDK reports receive errors (``on_error``): they make the source not ready
 
     def lag(self) -> dict[str, int]:
         """Events enqueued but not yet received, per owned partition, as of the last batch the SDK delivered

@@ -30,7 +30,7 @@ from pydantic import Field
 from bridge.aio import cancelled_from_outside
 from bridge.kafka_common import KafkaClientSettings
 from bridge.limits import MemoryBudget, batch_bytes
-from bridge.model import RawMessage, SourceBatch
+from bridge.model import Probe, RawMessage, SourceBatch
 from bridge.retry import COMMIT
 from bridge.sources.checkpoint import Checkpointer, Ticket
 
@@ -108,6 +108,11 @@ class KafkaSource:
     @property
     def ready(self) -> bool:
         return self._consumer is not None and not self._stopping
+
+    def probe(self) -> Probe | None:
+        """Cluster metadata through the consumer's client, once started."""
+        consumer = self._consumer
+        return consumer._client.fetch_all_metadata if consumer is not None else None
 
     @property
     def consumer(self) -> AIOKafkaConsumer:

@@ -6,9 +6,10 @@ the normalizer unwraps it) and ``position = "<queue name>#<MessageId>"``; messag
 ``ack`` deletes the batch (``DeleteMessageBatch`` in chunks of 10, retrying failed entries; what still fails
 is logged and will be redelivered, which dedup absorbs). Until a batch is settled a heartbeat extends its
 visibility (``ChangeMessageVisibilityBatch``) before it expires, so slow batches are not redelivered to
-competing consumers. ``release(batch)`` gives a batch back at once (visibility 0); ``stop`` releases every
-batch still unsettled. ``lag()`` reports the queue's backlog (``ApproximateNumberOfMessages``: visible
-messages no consumer has received yet), polled every ``backlog_poll_seconds``.
+competing consumers. ``nack`` (the pipeline gave the batch up) gives it back at once (visibility 0); ``stop``
+releases every batch still unsettled. A batch is settled once: by its ack, its nack or the stop. ``lag()``
+reports the queue's backlog (``ApproximateNumberOfMessages``: visible messages no consumer has received yet),
+polled every ``backlog_poll_seconds``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from bridge.aio import reraise_if_cancelled
 from bridge.limits import MemoryBudget, batch_bytes
-from bridge.model import RawMessage, SourceBatch
+from bridge.model import Probe, RawMessage, SourceBatch
 from bridge.retry import SQS_DELETE, SQS_RECEIVE
 
 log = structlog.get_logger(__name__)
@@ -104,7 +105,6 @@ class SqsSource:
         self._client: Any = None
         self._queue: asyncio.Queue[SourceBatch] = asyncio.Queue(maxsize=config.receivers)
         self._inflight: set[_Inflight] = set()
-        self._by_batch: dict[int, tuple[SourceBatch, _Inflight]] = {}
         self._receivers: list[asyncio.Task[None]] = []
         self._heartbeat: asyncio.Task[None] | None = None
         self._backlog_task: asyncio.Task[None] | None = None
@@ -120,6 +120,9 @@ class SqsSource:
     def inflight(self) -> int:
         """Received messages not yet deleted or released."""
         return sum(len(f.handles) for f in self._inflight)
+
+    def probe(self) -> Probe | None:
+        return None  # a failing receive makes the source not ready; there is no separate broker check
 
     def lag(self) -> dict[str, int]:
         """The queue's backlog (visible messages not yet received by any consumer), once it has been read."""
@@ -249,30 +252,36 @@ class SqsSource:
         self._inflight.add(inflight)
 
         async def ack() -> None:
-            await self._settle(batch, inflight)
+            await self._delete_settled(inflight)
 
-        batch = SourceBatch(messages=raw, ack=ack, source=self.name,
-                            nbytes=batch_bytes(sum(len(m.body) for m in raw), len(raw)))
-        self._by_batch[id(batch)] = (batch, inflight)
-        return batch
+        async def nack() -> None:
+            await self._release_settled(inflight)
 
-    def _forget(self, batch: SourceBatch, inflight: _Inflight) -> bool:
-        """Mark settled; False if it already was."""
+        return SourceBatch(messages=raw, ack=ack, source=self.name,
+                           nbytes=batch_bytes(sum(len(m.body) for m in raw), len(raw)), nack=nack)
+
+    def _mark_settled(self, inflight: _Inflight) -> bool:
+        """Mark a batch settled (no more heartbeats); False if it already was (released by a nack or the stop)."""
         if inflight.settled:
             return False
         inflight.settled = True
         self._inflight.discard(inflight)
-        self._by_batch.pop(id(batch), None)
         return True
 
-    async def _settle(self, batch: SourceBatch, inflight: _Inflight) -> None:
-        if not self._forget(batch, inflight):
-            log.warning("sqs.double_ack_ignored", source=self.name)
+    async def _delete_settled(self, inflight: _Inflight) -> None:
+        if not self._mark_settled(inflight):
+            log.warning("sqs.ack_after_release", source=self.name, messages=len(inflight.handles),
+                        note="already given back: will be redelivered")
             return
         if self._client is None:
             log.warning("sqs.ack_after_stop", source=self.name, messages=len(inflight.handles))
             return
         await self._delete(inflight.handles)
+
+    async def _release_settled(self, inflight: _Inflight) -> None:
+        """Give a batch back to the queue now (visibility 0) instead of deleting it."""
+        if self._mark_settled(inflight) and self._client is not None:
+            await self._change_visibility(inflight.handles, 0)
 
     async def _delete(self, handles: Sequence[str]) -> None:
         pending = list(handles)
@@ -352,14 +361,6 @@ class SqsSource:
                 f.lost.update(h for h in f.handles if h in failed)
             log.debug("sqs.visibility_extended", source=self.name, messages=len(handles), failed=len(failed))
 
-    async def release(self, batch: SourceBatch, delay_seconds: int = 0) -> None:
-        """Give a batch back to the queue now (visibility ``delay_seconds``) instead of deleting it."""
-        entry = self._by_batch.get(id(batch))
-        if entry is None or entry[0] is not batch or not self._forget(batch, entry[1]):
-            return
-        if self._client is not None:
-            await self._change_visibility(entry[1].handles, delay_seconds)
-
     async def stop(self) -> None:
         """Stop receiving, release every unsettled batch, close the client."""
         self._stopping = True
@@ -372,7 +373,6 @@ class SqsSource:
         for inflight in unsettled:
             inflight.settled = True
         self._inflight.clear()
-        self._by_batch.clear()
         handles = [h for f in unsettled for h in f.handles]
         if handles and self._client is not None:
             await self._change_visibility(handles, 0)

@@ -8,7 +8,7 @@ from typing import Literal
 
 from bridge import jsonutil
 from bridge.envelope import CloudEvent
-from bridge.model import DeadLetter, OutRecord, RawMessage, Routed, SourceBatch
+from bridge.model import DeadLetter, OutRecord, Probe, RawMessage, Routed, SourceBatch
 from bridge.sinks.encoding import DEADLETTER_ROUTE, BinaryEncoder, StructuredEncoder, decode_record, encoder_for
 
 
@@ -45,6 +45,13 @@ class InMemorySource:
     def close_input(self) -> None:
         """End the stream after what was put so far."""
         self._queue.put_nowait(None)
+
+    def lag(self) -> dict[str, int]:
+        """Messages put and not yet taken into a batch."""
+        return {self.name: self._queue.qsize()}
+
+    def probe(self) -> Probe | None:
+        return None
 
     async def start(self) -> None:
         self.ready = True
@@ -101,6 +108,13 @@ class CapturingSink:
     @property
     def encoder(self) -> BinaryEncoder | StructuredEncoder:
         return self._encoder
+
+    @property
+    def ready(self) -> bool:
+        return self.started
+
+    def probe(self) -> Probe | None:
+        return None
 
     async def start(self) -> None:
         self.started = True

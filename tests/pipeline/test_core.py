@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from bridge.envelope import CloudEvent
-from bridge.model import RawMessage, SourceBatch
+from bridge.model import PublishError, RawMessage, SourceBatch
 from bridge.pipeline.core import Pipeline
 from bridge.pipeline.dedup import Deduplicator, MemoryDedupStore
 from bridge.pipeline.reorder import ReorderBuffer
@@ -90,6 +90,30 @@ async def test_no_ack_while_the_sink_fails_and_delivery_after_retries() -> None:
     await p.submit(SourceBatch([RawMessage(b'{"id":"1"}')], ack, "t"))
     await p.flush()
     assert acked.is_set() and sink.publish_calls == 4
+
+
+async def test_batches_given_up_at_shutdown_are_nacked_not_acked() -> None:
+    """Closing while the sink never recovers gives each undelivered batch back to its source (nack) instead of
+    acking it, and so are batches pulled but never submitted; a delivered batch is acked, never nacked."""
+    sink = CapturingSink()
+    calls: list[str] = []
+
+    def batch(name: str) -> SourceBatch:
+        async def ack() -> None:
+            calls.append(f"ack {name}")
+
+        async def nack() -> None:
+            calls.append(f"nack {name}")
+
+        return SourceBatch([RawMessage(orjson.dumps({"id": name}))], ack, "t", nack=nack)
+
+    p = make_pipeline(sink)
+    await p.submit(batch("delivered"))
+    await p.wait_idle()
+    sink.fail_next = 10**9
+    await p.submit(batch("stuck"))
+    await p.close(grace=0.2, unadmitted=[batch("queued")])
+    assert sorted(calls) == ["ack delivered", "nack queued", "nack stuck"]
 
 
 async def test_duplicates_are_acked_but_not_republished() -> None:
@@ -216,10 +240,6 @@ async def test_duplicate_of_an_in_flight_event_is_acked_only_after_the_original_
     assert sorted(acks) == ["copy", "original"] and len(sink.routed) == 1
 
 
-class PermanentError(Exception):
-    permanent = True
-
-
 class PickySink(CapturingSink):
     """Refuses for good any record whose event id starts with 'big' (like a record over the size limit)."""
 
@@ -227,7 +247,7 @@ class PickySink(CapturingSink):
         self.publish_calls += 1
         for r in records:
             if dict(r.headers).get("ce_id", b"").startswith(b"big") and r.topic != "ml.events.deadletter":
-                raise PermanentError("record too large")
+                raise PublishError("record too large", permanent=True)
         self.records.extend(records)
 
 

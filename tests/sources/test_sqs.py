@@ -215,11 +215,11 @@ async def test_without_heartbeat_the_message_comes_back(
         await source.stop()
 
 
-async def test_release_makes_a_batch_visible_again_at_once(
+async def test_nack_makes_a_batch_visible_again_at_once(
     sqs_queue: Callable[..., str], aws_client_kwargs: dict[str, str]
 ) -> None:
-    """release() resets visibility to 0 so a consumer receives the batch again at once (long before the
-    60 s visibility timeout would have returned it)."""
+    """A batch's nack (the pipeline gave it up) resets its visibility to 0, so a consumer receives it again at
+    once (long before the 60 s visibility timeout would have returned it); an ack after that deletes nothing."""
     url = sqs_queue("rel")
     sqs = boto3.client("sqs", **aws_client_kwargs)
     sqs.send_message(QueueUrl=url, MessageBody='{"again": 1}')
@@ -228,13 +228,19 @@ async def test_release_makes_a_batch_visible_again_at_once(
     try:
         (batch,) = await collect(source, 1)
         assert "Messages" not in sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0)
-        await source.release(batch)
+        assert batch.nack is not None and batch.ack is not None
+        await batch.nack()
         assert source.inflight == 0
+        await batch.ack()  # too late: ignored, the message stays in the queue
         # the source's own receiver keeps polling and competes with any other consumer, so it is the one
         # asked to receive the message again
         (again,) = await collect(source, 1, within=10)
         assert [m.body for m in again.messages] == [b'{"again": 1}']
         assert again.messages[0].position == batch.messages[0].position  # the same SQS message
+        attrs = sqs.get_queue_attributes(
+            QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        )["Attributes"]
+        assert int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"]) == 1
     finally:
         await source.stop()
 
