@@ -9,8 +9,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-import orjson
 import yaml
+
+from bridge import jsonutil
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -110,8 +111,8 @@ def _read_doc(path: str, what: str) -> Any:
     except OSError as exc:
         raise SystemExit(f"error: cannot read {what} {path}: {exc.strerror}") from None
     try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
+        return jsonutil.loads(text)
+    except jsonutil.JSONDecodeError:
         try:
             return yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -133,7 +134,7 @@ def cmd_test_filter(args: argparse.Namespace) -> int:
         from bridge.normalize import normalize
 
         try:
-            events = normalize(RawMessage(orjson.dumps(event)))
+            events = normalize(RawMessage(jsonutil.dumps(event)))
         except Exception as exc:
             print(f"error: event does not normalize: {getattr(exc, 'reason', exc)}", file=sys.stderr)
             return EXIT_USAGE

@@ -106,3 +106,35 @@ def test_replay_keeps_big_integers_exact(tmp_path: Any) -> None:
     (line,) = out.read_bytes().splitlines()
     assert f'"Huge":{n}'.encode() in line
     assert json.loads(line)["event"]["data"]["Huge"] == n
+
+
+def test_untrusted_event_with_a_big_integer_beside_a_trusted_one(tmp_path: Any) -> None:
+    """An untrusted event holding an integer beyond 64 bits, in an array with a trusted one, is dead-lettered
+    alone as untrusted (its JSON written exactly); the trusted one is published (it was dead-lettered with the
+    whole message as ``normalize failed: TypeError: Integer exceeds 64-bit range``)."""
+    from bridge.cli import main
+
+    n = 2**70
+    untrusted = json.loads(_sagemaker({"Huge": n}).decode().replace("123456789012", "222222222222"))
+    trusted = {**json.loads(_sagemaker({})), "id": "trusted-1"}
+    (tmp_path / "trust.yaml").write_text('trust:\n  aws_accounts: ["123456789012"]\n')
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps([untrusted, trusted]) + "\n")
+    out = tmp_path / "out.jsonl"
+    assert main(["replay", "--config", str(tmp_path / "trust.yaml"), "--input", str(src), "--output", str(out)]) == 0
+    lines = [json.loads(x) for x in out.read_bytes().splitlines()]
+    assert [x["event"]["id"] for x in lines if x["route"] != "deadletter"] == ["trusted-1"]
+    (dead,) = [x for x in lines if x["route"] == "deadletter"]
+    assert dead["error"].startswith("untrusted"), dead["error"]
+    assert json.loads(dead["input"])["detail"]["Huge"] == n
+
+
+def test_test_filter_compares_big_integers_exactly(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """``bridge test-filter`` reads the event with exact integers: 2**64+1 is not equal to 2**64 (as floats they
+    were the same number)."""
+    from bridge.cli import main
+
+    (tmp_path / "f.json").write_text(json.dumps({"detail": {"Huge": [2**64]}}))
+    (tmp_path / "e.json").write_text(_sagemaker({"Huge": 2**64 + 1}).decode())
+    assert main(["test-filter", "--filter", str(tmp_path / "f.json"), "--event", str(tmp_path / "e.json")]) == 0
+    assert capsys.readouterr().out.strip() == "false"

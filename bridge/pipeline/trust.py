@@ -31,9 +31,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from bridge import jsonutil
 from bridge.envelope import PLATFORM_SAGEMAKER, CloudEvent
 from bridge.model import RawMessage
 
@@ -353,4 +353,4 @@ def untrusted_body(msg: RawMessage, event: CloudEvent, events_in_message: int) -
     Kafka binary mode, whose body alone loses the headers), else the event's own input as JSON."""
     if events_in_message == 1 and "ce_specversion" not in msg.headers:
         return msg.body
-    return orjson.dumps(event.original) if event.original is not None else event.to_json()
+    return jsonutil.dumps(event.original) if event.original is not None else event.to_json()
