@@ -1,4 +1,5 @@
-"""The ``bridge`` command line (DESIGN.md section 4): run, replay, normalize, test-filter, check-config."""
+"""The ``bridge`` command line (DESIGN.md section 4): run, replay, normalize, test-filter, check-config, state,
+redrive. Commands parse their arguments here; their logic lives in its own modules."""
 
 from __future__ import annotations
 
@@ -183,6 +184,28 @@ def _trust_summary(trust: Any) -> str:
     return f"{lists(trust)}" + (f"; per source: {per_source}" if per_source else "")
 
 
+def cmd_state(args: argparse.Namespace) -> int:
+    from bridge.state.view import Query, show, split_values
+    from bridge.tools.terminal import UsageError, parse_when
+    from bridge.tools.topic_range import TopicMissing, client_settings
+
+    cfg = _load_cfg(args.config) if args.config else None
+    if args.config and cfg is None:
+        return EXIT_INVALID
+    topic = args.topic or (cfg.state.topic if cfg is not None else None)
+    if not topic:
+        print("error: no state topic: set state.topic in the config (--config) or pass --topic", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        query = Query(split_values(args.status), split_values(args.platform), split_values(args.type, lower=False),
+                      parse_when(args.since) if args.since else None)
+        settings = client_settings(cfg.sink if cfg is not None else None, args.bootstrap_servers)
+        return asyncio.run(show(settings, topic, query, as_json=args.json, out=sys.stdout, err=sys.stderr))
+    except (UsageError, TopicMissing) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_INVALID
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load_cfg(args.config)
     if cfg is None:
@@ -190,6 +213,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bridge.daemon import run_daemon
 
     return run_daemon(cfg.with_run_defaults())
+
+
+def _kafka_args(p: argparse.ArgumentParser, topic_help: str) -> None:
+    p.add_argument("--config", help="config file: the sink's Kafka connection (TLS, SASL) and topics")
+    p.add_argument("--bootstrap-servers", help="host:port[,...] (default: the config's sink, else localhost:9092)")
+    p.add_argument("--topic", help=topic_help)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -220,6 +249,15 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check-config", help="validate a config file and explain every error")
     c.add_argument("file")
     c.set_defaults(func=cmd_check_config)
+
+    s = sub.add_parser("state", help="the current-state topic as a table: what is running, failed, deployed")
+    _kafka_args(s, "state topic (default: state.topic of the config)")
+    s.add_argument("--status", action="append", help="only these statuses: failed, running, ... (repeat or a,b)")
+    s.add_argument("--platform", action="append", help="only azureml or sagemaker")
+    s.add_argument("--type", action="append", help="only these canonical types; patterns too: 'ml.job.*'")
+    s.add_argument("--since", help="only events since: a duration back from now (30m, 2h, 7d) or a time")
+    s.add_argument("--json", action="store_true", help="JSON Lines, one CloudEvent per subject, for scripts")
+    s.set_defaults(func=cmd_state)
     return p
 
 

@@ -3,7 +3,8 @@
 Starts tansu (Kafka protocol), moto_server (EventBridge + SQS), the Event Hubs AMQP test server and azurite
 (blob checkpoints) as local processes; runs ``bridge run`` as a subprocess on a generated config; publishes
 the corpus events, duplicated and shuffled, through EventBridge -> SQS, Event Hubs and Kafka; shows the routed
-output arriving on the Kafka topics and the bridge's own metrics; then stops everything with SIGTERM.
+output arriving on the Kafka topics, the bridge's own metrics and ``bridge state`` (the compacted state topic
+the bridge created); then stops everything with SIGTERM.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ TOPICS = {
     "failed": "ml.jobs.failed",
     "models": "ml.models",
     "dead": "ml.events.deadletter",
+    "transitions": "ml.transitions",
 }
+STATE_TOPIC = "ml.state"  # created (log-compacted) by the bridge itself
 
 
 def corpus_dir() -> Path:
@@ -100,8 +103,10 @@ def bridge_config(kafka: str, sqs_url: str, moto: str, eh_conn: str, blob_conn: 
                 "topic": TOPICS["models"],
                 "filters": [{"pattern": {"includedEventTypes": ["ml.model.registered"]}}],
             },
+            {"name": "transitions", "topic": TOPICS["transitions"], "changes_only": True},
             {"name": "all", "topic": TOPICS["all"]},
         ],
+        "state": {"topic": STATE_TOPIC, "partitions": 1},
         "deadletter": {"topic": TOPICS["dead"]},
         "sink": {"type": "kafka", "bootstrap_servers": kafka, "mode": "binary"},
         "shutdown": {"grace_seconds": 10},
@@ -195,14 +200,14 @@ async def watch_output(bootstrap: str, expected_all: int, timeout: float) -> dic
     from bridge.sinks.kafka import decode_record
 
     consumer = AIOKafkaConsumer(
-        *[TOPICS[k] for k in ("all", "failed", "models", "dead")],
+        *[TOPICS[k] for k in ("all", "failed", "models", "transitions", "dead")],
         bootstrap_servers=bootstrap,
         auto_offset_reset="earliest",
         group_id=f"stack-watch-{uuid.uuid4().hex[:6]}",
     )
     await consumer.start()
     seen: dict[str, list[dict[str, Any]]] = {
-        t: [] for t in (TOPICS["all"], TOPICS["failed"], TOPICS["models"], TOPICS["dead"])
+        t: [] for t in (TOPICS["all"], TOPICS["failed"], TOPICS["models"], TOPICS["transitions"], TOPICS["dead"])
     }
     deadline = time.monotonic() + timeout
     try:
@@ -319,6 +324,14 @@ async def run_stack(workdir: Path, timeout: float) -> int:
             print(f"   {key:<36} {total:g}")
         ok = len(seen[TOPICS["all"]]) == expected
         print(f"== {'OK' if ok else 'INCOMPLETE'}: {len(seen[TOPICS['all']])}/{expected} unique events routed")
+        print(f"== bridge state --config {cfg_path}   (the current state of every subject, from {STATE_TOPIC})")
+        state = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bridge.cli", "state", "--config", str(cfg_path),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        table, _ = await asyncio.wait_for(state.communicate(), 120)
+        print(table.decode(), end="")
+        ok = ok and state.returncode == 0
         bridge.send_signal(signal.SIGTERM)
         code = bridge.wait(30)
         print(f"== bridge stopped on SIGTERM with exit code {code}")

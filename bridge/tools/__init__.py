@@ -1,0 +1,1 @@
+"""Operator commands beside the daemon (``bridge redrive``) and what the command-line tools share."""
