@@ -1,8 +1,9 @@
 """The bridge configuration: one YAML file validated with pydantic, secrets from environment variables.
 
 ``${VAR}`` and ``${VAR:-default}`` inside string values are replaced from the environment before
-validation. Each connector's config model lives beside its code (``bridge/sources/*.py``,
-``bridge/sinks/kafka.py``); this module assembles them. ``load_config`` raises ``ConfigError`` whose
+validation. Each connector's config model lives beside its code (``bridge/sources/*.py``, registered in
+``bridge.sources.registry``, which validates a ``sources[]`` entry by its ``type``; ``bridge/sinks/kafka.py``);
+this module assembles them. ``load_config`` raises ``ConfigError`` whose
 ``errors`` list every problem with its location (``routes[1].filters[0].pattern.detail.status``).
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -30,9 +31,7 @@ from bridge.filters import FilterError, compile_filter
 from bridge.limits import LimitsConfig
 from bridge.pipeline.trust import TrustConfig
 from bridge.sinks.kafka import KafkaSinkConfig
-from bridge.sources.eventhubs import EventHubsSourceConfig
-from bridge.sources.kafka import KafkaSourceConfig
-from bridge.sources.sqs import SqsSourceConfig
+from bridge.sources.registry import SourceConfig, connector
 from bridge.state.attributes import getter
 from bridge.state.config import STATE_ROUTE, StateConfig
 
@@ -181,9 +180,6 @@ class ShutdownConfig(_Strict):
     )
 
 
-SourceConfig = Annotated[KafkaSourceConfig | SqsSourceConfig | EventHubsSourceConfig, Field(discriminator="type")]
-
-
 def _default_routes() -> list[RouteConfig]:
     return [RouteConfig(name="all", topic="ml.events")]
 
@@ -224,7 +220,7 @@ class BridgeConfig(_Strict):
 
     @field_validator("sources")
     @classmethod
-    def _unique_sources(cls, sources: list[Any]) -> list[Any]:
+    def _unique_sources(cls, sources: list[SourceConfig]) -> list[SourceConfig]:
         names = [s.name for s in sources]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
@@ -244,7 +240,7 @@ class BridgeConfig(_Strict):
         """``bridge run`` without sources or sink: Kafka on localhost:9092, input topic ml.events.raw."""
         update: dict[str, Any] = {}
         if not self.sources:
-            update["sources"] = [KafkaSourceConfig(type="kafka")]
+            update["sources"] = [connector("kafka").config(type="kafka")]
         if self.sink is None:
             update["sink"] = KafkaSinkConfig(type="kafka")
         return self.model_copy(update=update)
@@ -260,14 +256,9 @@ class ConfigError(Exception):
         super().__init__(f"invalid configuration{f' in {source}' if source else ''}:\n{lines}")
 
 
-_SOURCE_TAGS = {"kafka", "sqs", "eventhubs"}
-
-
 def _loc(parts: tuple[Any, ...]) -> str:
     out = ""
-    for i, p in enumerate(parts):
-        if i >= 2 and parts[0] == "sources" and i == 2 and p in _SOURCE_TAGS:
-            continue  # pydantic's discriminator tag, not a key of the user's file
+    for p in parts:
         out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
     return out
 

@@ -11,7 +11,6 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from bridge.azure_auth import AzureCredentialConfig
 from bridge.config import (
     BridgeConfig,
     DeadLetterConfig,
@@ -24,27 +23,19 @@ from bridge.config import (
     RouteConfig,
     ShutdownConfig,
 )
-from bridge.kafka_oauth import SaslOAuthConfig
 from bridge.limits import LimitsConfig
 from bridge.pipeline.trust import TrustConfig, TrustLists
 from bridge.sinks.kafka import KafkaSinkConfig
-from bridge.sources.eventhubs import CheckpointStoreConfig, EventHubsSourceConfig
-from bridge.sources.kafka import KafkaSourceConfig
-from bridge.sources.sqs import SqsSourceConfig
+from bridge.sources.registry import connectors
 from bridge.state.config import StateConfig
 
-SECTIONS: list[tuple[str, type[BaseModel], str]] = [
+Section = tuple[str, type[BaseModel], str]
+
+_BEFORE_SOURCES: list[Section] = [
     ("http", HttpConfig, "HTTP server for /healthz, /readyz, /metrics."),
     ("log", LogConfig, "Logging."),
-    ("sources[] (type: kafka)", KafkaSourceConfig, "Kafka consumer group; also Event Hubs' Kafka endpoint, MSK."),
-    ("sources[].sasl_oauth, sink.sasl_oauth (type: kafka)", SaslOAuthConfig, "OAUTHBEARER tokens without "
-     "keys: Entra ID for Event Hubs' Kafka endpoint, IAM for Amazon MSK; refreshed before they expire."),
-    ("sources[] (type: sqs)", SqsSourceConfig, "SQS queue fed by EventBridge rules (raw or SNS-wrapped bodies)."),
-    ("sources[] (type: eventhubs)", EventHubsSourceConfig, "Azure Event Hubs with blob checkpoints: a "
-     "connection string, or `fully_qualified_namespace` with an Entra ID `credential` (no keys)."),
-    ("sources[].checkpoint_store (type: eventhubs)", CheckpointStoreConfig, "Blob container of checkpoints and "
-     "partition ownership: `connection_string`, or `account_url` with the source's `credential`."),
-    ("sources[].credential (type: eventhubs)", AzureCredentialConfig, "Entra ID credential (azure-identity)."),
+]
+_AFTER_SOURCES: list[Section] = [
     ("dedup", DedupConfig, "Duplicate suppression by (source, id)."),
     ("reorder", ReorderConfig, "Per-subject reorder buffer."),
     ("routes[]", RouteConfig, "Named routes: filters (AND'd) and a destination topic."),
@@ -63,6 +54,15 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("state", StateConfig, "ML lifecycle state: the log-compacted current-state topic (`bridge state` reads it) and "
      "how long last states are remembered for `changes_only` routes (README, \"ML lifecycle state\")."),
 ]
+
+
+def sections() -> list[Section]:
+    """Every documented model in page order; the sources' sections come from the connector registry."""
+    source_sections: list[Section] = []
+    for c in connectors():
+        source_sections.append((f"sources[] (type: {c.tag})", c.config, c.summary))
+        source_sections.extend((f"sources[].{key} (type: {c.tag})", model, text) for key, model, text in c.docs)
+    return [*_BEFORE_SOURCES, *source_sections, *_AFTER_SOURCES]
 
 
 def _type(field: FieldInfo) -> str:
@@ -90,7 +90,7 @@ def render() -> str:
     for name, field in top.items():
         out.append(f"| `{name}` | {_default(field)} |")
     out.append("")
-    for title, model, blurb in SECTIONS:
+    for title, model, blurb in sections():
         out += [f"## `{title}`", "", blurb, "", "| key | type | default | description |", "|---|---|---|---|"]
         for name, field in model.model_fields.items():
             desc = (field.description or "").replace("|", "\\|")

@@ -33,25 +33,16 @@ from bridge.model import Probe, Sink, Source, SourceBatch
 from bridge.pipeline.core import Pipeline
 from bridge.pipeline.dedup import MemoryDedupStore
 from bridge.retry import CONNECT, Retries, pause
+from bridge.sources import registry
+from bridge.sources.registry import SourceResources, SourceSettings
 
 log = structlog.get_logger("bridge.daemon")
 
 
-def build_source(cfg: Any, budget: MemoryBudget | None = None, prefetch_bytes: int | None = None) -> Source:
-    """The source of one ``sources[]`` entry; ``budget`` and ``prefetch_bytes`` bound what it fetches."""
-    if cfg.type == "kafka":
-        from bridge.sources.kafka import KafkaSource
-
-        return KafkaSource(cfg, budget=budget, prefetch_bytes=prefetch_bytes)
-    if cfg.type == "sqs":
-        from bridge.sources.sqs import SqsSource
-
-        return SqsSource(cfg, budget=budget)
-    if cfg.type == "eventhubs":
-        from bridge.sources.eventhubs import EventHubsSource
-
-        return EventHubsSource(cfg, budget=budget, prefetch_bytes=prefetch_bytes)
-    raise ValueError(f"unknown source type {cfg.type!r}")
+def build_source(cfg: SourceSettings, budget: MemoryBudget | None = None, prefetch_bytes: int | None = None) -> Source:
+    """The source of one ``sources[]`` entry (by its connector, ``bridge.sources.registry``); ``budget`` and
+    ``prefetch_bytes`` bound what it fetches."""
+    return registry.build(cfg, SourceResources(budget, prefetch_bytes))
 
 
 def build_sink(cfg: BridgeConfig) -> Sink:

@@ -30,6 +30,7 @@ from bridge.limits import MemoryBudget, batch_bytes
 from bridge.model import AckFn, Probe, RawMessage, SourceBatch
 from bridge.retry import COMMIT
 from bridge.sources.checkpoint import Checkpointer, Ticket
+from bridge.sources.registry import SourceConnector, SourceResources, register
 
 log = structlog.get_logger(__name__)
 
@@ -537,3 +538,21 @@ class EventHubsSource:
         while self._checkpoints.has_ready and not self._stopping:
             await asyncio.sleep(retries.failed())
             await self._write_checkpoints()
+
+
+def _build(config: EventHubsSourceConfig, resources: SourceResources) -> EventHubsSource:
+    return EventHubsSource(config, budget=resources.budget, prefetch_bytes=resources.prefetch_bytes)
+
+
+CONNECTOR = register(SourceConnector(
+    tag="eventhubs",
+    config=EventHubsSourceConfig,
+    build=_build,
+    summary="Azure Event Hubs with blob checkpoints: a connection string, or `fully_qualified_namespace` with an "
+    "Entra ID `credential` (no keys).",
+    docs=(
+        ("checkpoint_store", CheckpointStoreConfig, "Blob container of checkpoints and partition ownership: "
+         "`connection_string`, or `account_url` with the source's `credential`."),
+        ("credential", AzureCredentialConfig, "Entra ID credential (azure-identity)."),
+    ),
+))

@@ -29,10 +29,12 @@ from pydantic import Field
 
 from bridge.aio import cancelled_from_outside
 from bridge.kafka_common import KafkaClientSettings
+from bridge.kafka_oauth import SaslOAuthConfig
 from bridge.limits import MemoryBudget, batch_bytes
 from bridge.model import Probe, RawMessage, SourceBatch
 from bridge.retry import COMMIT
 from bridge.sources.checkpoint import Checkpointer, Ticket
+from bridge.sources.registry import SourceConnector, SourceResources, register
 
 log = structlog.get_logger(__name__)
 
@@ -325,3 +327,17 @@ class KafkaSource:
 
 def _fmt(offsets: Mapping[TopicPartition, int]) -> dict[str, int]:
     return {f"{tp.topic}/{tp.partition}": off for tp, off in offsets.items()}
+
+
+def _build(config: KafkaSourceConfig, resources: SourceResources) -> KafkaSource:
+    return KafkaSource(config, budget=resources.budget, prefetch_bytes=resources.prefetch_bytes)
+
+
+CONNECTOR = register(SourceConnector(
+    tag="kafka",
+    config=KafkaSourceConfig,
+    build=_build,
+    summary="Kafka consumer group; also Event Hubs' Kafka endpoint, MSK.",
+    docs=(("sasl_oauth", SaslOAuthConfig, "OAUTHBEARER tokens without keys (also `sink.sasl_oauth`): Entra ID for "
+           "Event Hubs' Kafka endpoint, IAM for Amazon MSK; refreshed before they expire."),),
+))

@@ -29,6 +29,7 @@ from bridge.aio import reraise_if_cancelled
 from bridge.limits import MemoryBudget, batch_bytes
 from bridge.model import Probe, RawMessage, SourceBatch
 from bridge.retry import SQS_DELETE, SQS_RECEIVE
+from bridge.sources.registry import SourceConnector, SourceResources, register
 
 log = structlog.get_logger(__name__)
 
@@ -383,3 +384,15 @@ class SqsSource:
         self._client = None
         await self._stack.aclose()
         log.info("sqs.source_stopped", source=self.name, released=len(handles))
+
+
+def _build(config: SqsSourceConfig, resources: SourceResources) -> SqsSource:
+    return SqsSource(config, budget=resources.budget)
+
+
+CONNECTOR = register(SourceConnector(
+    tag="sqs",
+    config=SqsSourceConfig,
+    build=_build,
+    summary="SQS queue fed by EventBridge rules (raw or SNS-wrapped bodies).",
+))
