@@ -185,19 +185,29 @@ def _default_routes() -> list[RouteConfig]:
 
 
 class BridgeConfig(_Strict):
-    http: HttpConfig = Field(default_factory=HttpConfig)
-    log: LogConfig = Field(default_factory=LogConfig)
-    sources: list[SourceConfig] = Field(default_factory=list)
-    dedup: DedupConfig = Field(default_factory=DedupConfig)
-    reorder: ReorderConfig = Field(default_factory=ReorderConfig)
-    routes: list[RouteConfig] = Field(default_factory=_default_routes, min_length=1)
-    deadletter: DeadLetterConfig = Field(default_factory=DeadLetterConfig)
-    trust: TrustConfig = Field(default_factory=TrustConfig)
-    sink: KafkaSinkConfig | None = None
-    shutdown: ShutdownConfig = Field(default_factory=ShutdownConfig)
-    readiness: ReadinessConfig = Field(default_factory=ReadinessConfig)
-    limits: LimitsConfig = Field(default_factory=LimitsConfig)
-    state: StateConfig = Field(default_factory=StateConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig, description="the HTTP server of the probes and metrics")
+    log: LogConfig = Field(default_factory=LogConfig, description="log level and format")
+    sources: list[SourceConfig] = Field(
+        default_factory=list,
+        description="where events come from, each with its type; none: bridge run reads Kafka on localhost:9092",
+    )
+    dedup: DedupConfig = Field(default_factory=DedupConfig, description="duplicate suppression")
+    reorder: ReorderConfig = Field(default_factory=ReorderConfig, description="per-subject reorder buffer")
+    routes: list[RouteConfig] = Field(
+        default_factory=_default_routes, min_length=1,
+        description="where events go; default: one route `all` publishing every event to ml.events",
+    )
+    deadletter: DeadLetterConfig = Field(
+        default_factory=DeadLetterConfig, description="where what cannot be processed goes"
+    )
+    trust: TrustConfig = Field(default_factory=TrustConfig, description="allow-lists of event origins")
+    sink: KafkaSinkConfig | None = Field(
+        None, description="the Kafka producer; none: bridge run publishes to Kafka on localhost:9092"
+    )
+    shutdown: ShutdownConfig = Field(default_factory=ShutdownConfig, description="graceful shutdown")
+    readiness: ReadinessConfig = Field(default_factory=ReadinessConfig, description="what /readyz checks")
+    limits: LimitsConfig = Field(default_factory=LimitsConfig, description="the memory budget")
+    state: StateConfig = Field(default_factory=StateConfig, description="ML lifecycle state (state topic)")
 
     @model_validator(mode="after")
     def _state_route_name(self) -> BridgeConfig:

@@ -80,21 +80,24 @@ def _default(field: FieldInfo) -> str:
     return f"`{value!r}`" if value is not None else "none"
 
 
+def _description(field: FieldInfo) -> str:
+    return (field.description or "").replace("|", "\\|")
+
+
 def render() -> str:
     out = ["# Configuration reference", "",
            "Generated from the config models by `python -m bridge.config_docs` (a test keeps it current).",
            "One YAML file; `${VAR}` and `${VAR:-default}` in string values are read from the environment.",
            "Unknown keys are errors. Validate with `bridge check-config FILE`.", ""]
     top = BridgeConfig.model_fields
-    out += ["## Top level", "", "| key | default |", "|---|---|"]
+    out += ["## Top level", "", "| key | default | description |", "|---|---|---|"]
     for name, field in top.items():
-        out.append(f"| `{name}` | {_default(field)} |")
+        out.append(f"| `{name}` | {_default(field)} | {_description(field)} |")
     out.append("")
     for title, model, blurb in sections():
         out += [f"## `{title}`", "", blurb, "", "| key | type | default | description |", "|---|---|---|---|"]
         for name, field in model.model_fields.items():
-            desc = (field.description or "").replace("|", "\\|")
-            out.append(f"| `{name}` | `{_type(field)}` | {_default(field)} | {desc} |")
+            out.append(f"| `{name}` | `{_type(field)}` | {_default(field)} | {_description(field)} |")
         out.append("")
     return "\n".join(out)
 

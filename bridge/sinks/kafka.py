@@ -72,16 +72,33 @@ class KafkaPublishError(PublishError):
 class KafkaSinkConfig(KafkaClientSettings):
     """Configuration of the Kafka sink (connection/security fields come from ``KafkaClientSettings``)."""
 
-    type: Literal["kafka"] = "kafka"
-    name: str = "kafka"
-    mode: Literal["binary", "structured"] = "binary"
+    type: Literal["kafka"] = Field("kafka", description="sink type")
+    name: str = Field("kafka", description="sink name (logs)")
+    mode: Literal["binary", "structured"] = Field(
+        "binary",
+        description="CloudEvents Kafka binding: binary = attributes in ce_* headers, data as the value; structured "
+        "= the whole event as a JSON value",
+    )
     linger_ms: int = Field(0, ge=0, description="0: the pipeline already hands over whole batches")
-    max_batch_bytes: int = Field(512 * 1024, ge=1024)
-    max_request_bytes: int = Field(1024 * 1024, ge=1024)
-    compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
-    acks: Literal["all", 1, 0] = "all"
-    enable_idempotence: bool = False
-    """Off by default: the tansu test broker has no idempotent producer; turn on for real Kafka if wanted."""
+    max_batch_bytes: int = Field(512 * 1024, ge=1024, description="bytes of one producer batch (per partition)")
+    max_request_bytes: int = Field(
+        1024 * 1024, ge=1024,
+        description="largest record published (keep it at or below the broker's message.max.bytes); an event "
+        "larger than this is dead-lettered, a dead letter is cut to fit",
+    )
+    compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = Field(
+        None, description="producer compression of record batches (none by default)"
+    )
+    acks: Literal["all", 1, 0] = Field(
+        "all",
+        description="all: every in-sync replica confirms a record before its source position is released (at least "
+        "once); 1: the leader only; 0: no confirmation (events may be lost)",
+    )
+    enable_idempotence: bool = Field(
+        False,
+        description="idempotent producer (broker drops copies from producer retries); off by default because the "
+        "tansu test broker has none: turn on for real Kafka if wanted",
+    )
 
 
 class KafkaSink:

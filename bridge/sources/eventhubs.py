@@ -70,7 +70,7 @@ class EventHubsSourceConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["eventhubs"]
+    type: Literal["eventhubs"] = Field(description="source type")
     name: str = Field("eventhubs", description="source name (metrics label, trust.sources key)")
     connection_string: SecretStr | None = Field(
         None, description="Event Hubs connection string with a Listen policy (use ${VAR}); or fully_qualified_namespace"
@@ -95,15 +95,29 @@ class EventHubsSourceConfig(BaseModel):
     eventhub_name: str | None = Field(
         None, description="event hub (required unless the connection string has EntityPath)"
     )
-    consumer_group: str = "$Default"
-    checkpoint_store: CheckpointStoreConfig | None = None
+    consumer_group: str = Field(
+        "$Default", description="consumer group: replicas sharing it (and the checkpoint store) split the partitions"
+    )
+    checkpoint_store: CheckpointStoreConfig | None = Field(
+        None,
+        description="blob checkpoints and partition ownership (see below); none: positions are lost on restart and "
+        "replicas do not share partitions",
+    )
     starting_position: str = Field(
         default="earliest", description="earliest, latest, an offset, or an ISO 8601 enqueued time"
     )
     max_batch_size: int = Field(default=500, gt=0, description="events per batch handed to the pipeline at most")
-    max_wait_time: float = Field(default=1.0, gt=0)
-    load_balancing_interval: float = Field(default=10.0, gt=0)
-    partition_ownership_expiration_interval: float | None = Field(default=None, gt=0)
+    max_wait_time: float = Field(
+        default=1.0, gt=0, description="seconds the SDK waits to fill a batch before handing over what it has"
+    )
+    load_balancing_interval: float = Field(
+        default=10.0, gt=0, description="seconds between the SDK's partition ownership rounds (claim, renew, balance)"
+    )
+    partition_ownership_expiration_interval: float | None = Field(
+        default=None, gt=0,
+        description="seconds after which an ownership not renewed may be claimed by another replica; none: the "
+        "SDK's 6 x load_balancing_interval",
+    )
     prefetch: int | None = Field(
         default=None,
         gt=0,

@@ -42,21 +42,43 @@ log = structlog.get_logger(__name__)
 class KafkaSourceConfig(KafkaClientSettings):
     """Configuration of the Kafka source (connection/security fields come from ``KafkaClientSettings``)."""
 
-    type: Literal["kafka"] = "kafka"
-    name: str = "kafka"
-    topics: list[str] = Field(default_factory=lambda: ["ml.events.raw"], min_length=1)
-    group_id: str = "ml-event-bridge"
-    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
-    max_batch_size: int = Field(1000, ge=1)
-    fetch_max_wait_ms: int = Field(500, ge=0)
-    fetch_max_bytes: int = Field(50 * 1024 * 1024, ge=1)
-    max_partition_fetch_bytes: int = Field(1024 * 1024, ge=1)
-    poll_timeout_ms: int = Field(1000, ge=1)
-    session_timeout_ms: int = 10_000
-    heartbeat_interval_ms: int = 3_000
-    max_poll_interval_ms: int = 300_000
-    commit_interval_ms: int = Field(0, ge=0)
-    """Coalescing window before a commit; 0 = commit at once (acks during a commit join the next one)."""
+    type: Literal["kafka"] = Field("kafka", description="source type")
+    name: str = Field("kafka", description="source name (metrics label, trust.sources key)")
+    topics: list[str] = Field(
+        default_factory=lambda: ["ml.events.raw"], min_length=1, description="topics to consume (raw events)"
+    )
+    group_id: str = Field(
+        "ml-event-bridge", description="consumer group: replicas sharing it split the partitions and its commits"
+    )
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        "earliest", description="where a group without a committed offset starts: the oldest or only new records"
+    )
+    max_batch_size: int = Field(1000, ge=1, description="records per batch handed to the pipeline at most")
+    fetch_max_wait_ms: int = Field(
+        500, ge=0, description="longest time the broker waits for data to fill a fetch before answering"
+    )
+    fetch_max_bytes: int = Field(
+        50 * 1024 * 1024, ge=1,
+        description="bytes one fetch asks for at most (also capped by the memory budget's share for sources)",
+    )
+    max_partition_fetch_bytes: int = Field(
+        1024 * 1024, ge=1,
+        description="bytes one fetch asks for per partition at most (capped by the memory budget; a larger record "
+        "is still fetched, alone)",
+    )
+    poll_timeout_ms: int = Field(1000, ge=1, description="longest wait of one poll for records before polling again")
+    session_timeout_ms: int = Field(
+        10_000, description="the group drops a consumer whose heartbeats stop for this long (its partitions move)"
+    )
+    heartbeat_interval_ms: int = Field(3_000, description="how often the consumer heartbeats to the group coordinator")
+    max_poll_interval_ms: int = Field(
+        300_000, description="longest time between polls before the consumer is considered failed and leaves the group"
+    )
+    commit_interval_ms: int = Field(
+        0, ge=0,
+        description="coalescing window before an offset commit; 0 = commit at once (acks during a commit join the "
+        "next one)",
+    )
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

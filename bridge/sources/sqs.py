@@ -41,10 +41,10 @@ class SqsSourceConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["sqs"] = "sqs"
-    name: str = "sqs"
-    queue_url: str
-    region: str = "us-east-1"
+    type: Literal["sqs"] = Field("sqs", description="source type")
+    name: str = Field("sqs", description="source name (metrics label, trust.sources key)")
+    queue_url: str = Field(description="URL of the queue (https://sqs.<region>.amazonaws.com/<account>/<queue>)")
+    region: str = Field("us-east-1", description="AWS region of the queue")
     endpoint_url: str | None = Field(
         None, description="SQS endpoint override (else AWS_ENDPOINT_URL_SQS / AWS_ENDPOINT_URL, else AWS's)"
     )
@@ -55,13 +55,22 @@ class SqsSourceConfig(BaseModel):
     )
     aws_secret_access_key: SecretStr | None = Field(None, description="secret of aws_access_key_id (use ${VAR})")
     aws_session_token: SecretStr | None = Field(None, description="session token of temporary static keys")
-    wait_time_seconds: int = Field(20, ge=0, le=20)
-    max_messages: int = Field(10, ge=1, le=10)
-    receivers: int = Field(4, ge=1, le=64)
-    visibility_timeout: int = Field(30, ge=1, le=43_200)
-    extend_visibility: bool = True
-    delete_retries: int = Field(3, ge=0)
-    error_backoff_seconds: float = Field(1.0, gt=0)
+    wait_time_seconds: int = Field(20, ge=0, le=20, description="long-poll wait of one ReceiveMessage call")
+    max_messages: int = Field(10, ge=1, le=10, description="messages one ReceiveMessage call returns at most")
+    receivers: int = Field(4, ge=1, le=64, description="receive loops long-polling the queue concurrently")
+    visibility_timeout: int = Field(
+        30, ge=1, le=43_200, description="seconds a received message stays hidden from other consumers"
+    )
+    extend_visibility: bool = Field(
+        True, description="extend the visibility of batches still in the pipeline before it runs out (heartbeat)"
+    )
+    delete_retries: int = Field(
+        3, ge=0, description="retries of DeleteMessageBatch entries that failed (then redelivered, dedup absorbs)"
+    )
+    error_backoff_seconds: float = Field(
+        1.0, gt=0,
+        description="first wait after a failed ReceiveMessage; doubles up to 30 s (docs/operations.md, Retries)",
+    )
     backlog_poll_seconds: float = Field(
         15.0, ge=0, description="how often to read the queue backlog for the consumer lag metric; 0 = never"
     )
