@@ -19,6 +19,7 @@ from bridge.state.config import STATE_ROUTE
 
 if TYPE_CHECKING:
     from bridge.state.lifecycle import Lifecycle
+    from bridge.state.store import StateStore
 
 
 def build_router(cfg: BridgeConfig) -> Router:
@@ -47,29 +48,35 @@ def build_dedup_store(cfg: BridgeConfig, bounds: Plan | None = None) -> DedupSto
     return MemoryDedupStore(d.window_seconds, min(d.max_entries, bounds.dedup_max_entries))
 
 
+def build_state_store(cfg: BridgeConfig, dedup_store: DedupStore | None = None) -> StateStore:
+    """The last states (``bridge.state.store``) where dedup ids live: Redis (sharing ``dedup_store``'s client
+    when it is one) or memory."""
+    from bridge.state.store import MemoryStateStore, RedisStateStore
+
+    s, d = cfg.state, cfg.dedup
+    if d.store != "redis":
+        return MemoryStateStore(s.remember_seconds, s.max_subjects)
+    from bridge.pipeline.redis_store import RedisDedupStore
+
+    if isinstance(dedup_store, RedisDedupStore):
+        return RedisStateStore(dedup_store.client, s.key_prefix, s.remember_seconds)
+    return RedisStateStore.from_url(d.redis_url.get_secret_value(), s.key_prefix, s.remember_seconds,
+                                    d.store_timeout_seconds)
+
+
 def build_lifecycle(
-    cfg: BridgeConfig, router: Router, metrics: Metrics, dedup: Deduplicator | None
+    cfg: BridgeConfig, router: Router, metrics: Metrics, dedup: Deduplicator | None, store: StateStore | None = None
 ) -> Lifecycle | None:
     """``changes_only`` routes and the state topic (``bridge.state``), or None when the config has neither. The
     last states live where dedup ids do (Redis: the same client and failure policy)."""
     from bridge.state.lifecycle import Lifecycle
-    from bridge.state.store import MemoryStateStore, RedisStateStore, StateStore
 
     changes = [r.name for r in router.routes if r.changes]
     s, d = cfg.state, cfg.dedup
     if not changes and s.topic is None:
         return None
-    store: StateStore
-    if d.store == "redis":
-        from bridge.pipeline.redis_store import RedisDedupStore
-
-        if dedup is not None and isinstance(dedup.store, RedisDedupStore):
-            store = RedisStateStore(dedup.store.client, s.key_prefix, s.remember_seconds)
-        else:
-            store = RedisStateStore.from_url(d.redis_url.get_secret_value(), s.key_prefix, s.remember_seconds,
-                                             d.store_timeout_seconds)
-    else:
-        store = MemoryStateStore(s.remember_seconds, s.max_subjects)
+    if store is None:
+        store = build_state_store(cfg, dedup.store if dedup is not None else None)
     guard = dedup if dedup is not None else StoreGuard(
         timeout=d.store_timeout_seconds, on_store_error=d.on_store_error,
         on_store_failure=metrics.dedup_store_errors.inc, what="state store",
@@ -80,7 +87,7 @@ def build_lifecycle(
 
 def build_pipeline(cfg: BridgeConfig, sink: Sink, metrics: Metrics | None = None,
                    store: DedupStore | None = None, budget: MemoryBudget | None = None,
-                   normalize: NormalizeFn = default_normalize) -> Pipeline:
+                   normalize: NormalizeFn = default_normalize, state_store: StateStore | None = None) -> Pipeline:
     bounds = memory_plan(cfg)
     metrics = metrics if metrics is not None else Metrics()
     dedup = None
@@ -109,5 +116,5 @@ def build_pipeline(cfg: BridgeConfig, sink: Sink, metrics: Metrics | None = None
         budget=budget,
         max_outbox_bytes=bounds.delivery_bytes,
         normalize=normalize,
-        lifecycle=build_lifecycle(cfg, router, metrics, dedup),
+        lifecycle=build_lifecycle(cfg, router, metrics, dedup, state_store),
     )

@@ -44,9 +44,9 @@ class TopicRange:
     async def __aenter__(self) -> Self:
         kwargs: dict[str, Any] = self.settings.client_kwargs()
         consumer = AIOKafkaConsumer(**kwargs, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest")
-        await consumer.start()
         self._consumer = consumer
         try:
+            await consumer.start()
             if self.topic not in await consumer.topics():
                 raise TopicMissing(f"topic {self.topic} does not exist on {self.settings.bootstrap_servers}")
             numbers = sorted(consumer.partitions_for_topic(self.topic) or ())

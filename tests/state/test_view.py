@@ -21,9 +21,7 @@ from bridge.config import parse_config
 from bridge.metrics import Metrics
 from bridge.sinks.kafka import KafkaSink
 from bridge.state.topic import ensure_state_topic
-from bridge.state.view import table
 from bridge.testing.events import azureml_run_event
-from bridge.tools.terminal import UsageError, age, parse_when
 from tests.state.helpers import batch, job_event
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -141,14 +139,3 @@ def test_progress_line_only_on_a_terminal(state_topic: tuple[str, Path], tansu_b
     assert f"\rreading {topic}: " in tty and "(100%)" in tty and "\r\x1b[K" in tty and "4 of 4 subjects" in tty
     piped = bridge_cli("state", "--bootstrap-servers", tansu_bootstrap, "--topic", topic)
     assert "reading" not in piped.stderr and "\r" not in piped.stderr
-
-
-def test_times_and_ages_for_humans() -> None:
-    """Durations and times for --since; ages in the largest whole unit; the table aligns its columns."""
-    assert parse_when("2h", now=10_000.0) == 10_000.0 - 7200
-    assert parse_when("2026-01-01T00:00:00Z") == 1767225600.0
-    with pytest.raises(UsageError):
-        parse_when("soon")
-    assert [age(s) for s in (5, 125, 7300, 200_000, -70)] == ["5s", "2m", "2h", "2d", "+1m"]
-    text = table([{"subject": "s", "platform": "p", "type": "t", "time": "2026-01-01T00:00:00Z"}], now=1767225660.0)
-    assert text.splitlines()[1].split() == ["s", "p", "t", "-", "2026-01-01T00:00:00Z", "1m"]
