@@ -147,9 +147,9 @@ class Daemon:
             self._refresh_gauges(body)
             if body["ready"] != self._was_ready:
                 if body["ready"]:
-                    log.info("ready")
+                    log.info("daemon.ready")
                 elif self._was_ready is not None:
-                    log.warning("not ready", reasons=body.get("reasons", []))
+                    log.warning("daemon.not_ready", reasons=body.get("reasons", []))
                 self._was_ready = body["ready"]
             await asyncio.sleep(every)
 
@@ -179,7 +179,7 @@ class Daemon:
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []
         self.http_port = sockets[0].getsockname()[1] if sockets else self.cfg.http.port
-        log.info("http listening", host=self.cfg.http.host, port=self.http_port)
+        log.info("daemon.http_listening", host=self.cfg.http.host, port=self.http_port)
 
     def _refresh_gauges(self, readiness: dict[str, Any]) -> None:
         m = self.metrics
@@ -189,7 +189,7 @@ class Daemon:
                 for part, value in s.lag().items():
                     m.consumer_lag.labels(s.name, str(part)).set(value)
             except Exception as exc:
-                log.debug("lag unavailable", source=s.name, error=str(exc))
+                log.debug("daemon.lag_unavailable", source=s.name, error=str(exc))
         if isinstance(self.store, MemoryDedupStore):
             m.dedup_entries.set(len(self.store))
         elif self.pipeline.dedup is not None:
@@ -213,7 +213,7 @@ class Daemon:
                 raise
             except Exception as exc:
                 delay = retries.failed()
-                log.warning("connect failed; retrying", target=what, retry_in=delay,
+                log.warning("daemon.connect_failed", target=what, retry_in=delay,
                             error=scrub(f"{type(exc).__name__}: {exc}"))
                 await pause(delay, self.stopping)
         return False
@@ -225,7 +225,7 @@ class Daemon:
         while not self.stopping.is_set():
             if not await self._with_backoff(f"source {src.name}", src.start, retries):
                 return
-            log.info("source started", source=src.name)
+            log.info("daemon.source_started", source=src.name)
             try:
                 async for batch in src.batches():
                     retries.succeeded()
@@ -235,11 +235,11 @@ class Daemon:
                 if self.stopping.is_set():
                     return
                 delay = retries.failed()
-                log.warning("source ended; restarting", source=src.name, retry_in=delay)
+                log.warning("daemon.source_ended", source=src.name, retry_in=delay)
             except (asyncio.CancelledError, Exception) as exc:
                 reraise_if_cancelled(exc)
                 delay = retries.failed()
-                log.error("source failed; reconnecting", source=src.name, retry_in=delay,
+                log.error("daemon.source_failed", source=src.name, retry_in=delay,
                           error=scrub(f"{type(exc).__name__}: {exc}"))
                 with contextlib.suppress(Exception):
                     await src.stop()
@@ -272,23 +272,24 @@ class Daemon:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
         if not self.cfg.trust.configured:
-            log.warning("trust not configured: events are accepted from every workspace, account and source",
+            log.warning("daemon.trust_not_configured",
+                        detail="events are accepted from every workspace, account and source",
                         hint="set trust.azure_workspaces / aws_accounts / aws_regions / event_sources")
         await self._start_http()
         watch = asyncio.create_task(self._watch(), name="readiness")
         probes = asyncio.create_task(self.probes.run(self._probe_targets, self.stopping), name="probes")
         if not await self._with_backoff("sink", self.sink.start):  # stopped while still connecting
             await self._close_connections(loop.time() + self.cfg.shutdown.grace_seconds, watch, probes)
-            log.info("bridge stopped", exit_code=0)
+            log.info("daemon.stopped", exit_code=0)
             return 0
         await self._prepare_state_topic()
         worker = self.pipeline.start()
         pumps = [asyncio.create_task(self._pump(s), name=f"source-{s.name}") for s in self.sources]
         processor = asyncio.create_task(self._process(), name="pipeline")
         gc_task = asyncio.create_task(_gc_loop(), name="gc")
-        log.info("bridge running", sources=[s.name for s in self.sources],
+        log.info("daemon.running", sources=[s.name for s in self.sources],
                  routes=[r.name for r in self.cfg.routes])
-        log.info("memory budget", **self.plan.describe())
+        log.info("daemon.memory_budget", **self.plan.describe())
         stop_wait = asyncio.create_task(self.stopping.wait())
         # the processor and the delivery worker run until stop: either ending first is a crash, never a stall
         await asyncio.wait([stop_wait, processor, worker], return_when=asyncio.FIRST_COMPLETED)
@@ -297,7 +298,7 @@ class Daemon:
             if task.done() and not self.stopping.is_set():
                 exc = None if task.cancelled() else task.exception()
                 error = scrub(f"{type(exc).__name__}: {exc}") if exc is not None else "ended unexpectedly"
-                log.error(f"{what} failed; stopping", error=error)
+                log.error("daemon.task_failed", task=what, error=error, detail="stopping")
                 exit_code = 1
                 self.stopping.set()
         stop_wait.cancel()
@@ -305,7 +306,7 @@ class Daemon:
         grace = self.cfg.shutdown.grace_seconds
         deadline = loop.time() + grace - min(1.0, grace * 0.15)  # margin for the interpreter's own exit
         drain_until = deadline - min(4.0, grace * 0.25)  # the rest closes connections (commits included)
-        log.info("shutting down", grace_seconds=grace)
+        log.info("daemon.shutting_down", grace_seconds=grace)
         for t in pumps:
             t.cancel()
         await _bounded(asyncio.gather(*pumps, return_exceptions=True), drain_until - loop.time(), "source pumps")
@@ -324,7 +325,7 @@ class Daemon:
         budget = max(0.0, drain_until - loop.time())
         await _bounded(self.pipeline.close(budget, unadmitted), budget + 0.5, "pipeline drain")
         await self._close_connections(deadline, watch, probes)
-        log.info("bridge stopped", exit_code=exit_code)
+        log.info("daemon.stopped", exit_code=exit_code)
         return exit_code
 
     async def _prepare_state_topic(self) -> None:
@@ -355,7 +356,7 @@ class Daemon:
 
     def request_stop(self) -> None:
         if not self.stopping.is_set():
-            log.info("stop requested")
+            log.info("daemon.stop_requested")
             self.stopping.set()
             if self._watchdog is not None:  # the last resort, just before the grace period ends
                 grace = self.cfg.shutdown.grace_seconds
@@ -385,13 +386,13 @@ async def _bounded(aw: Any, seconds: float, what: str) -> bool:
         raise
     if not done:
         task.cancel()
-        log.warning("shutdown step took too long; abandoned", step=what, seconds=round(seconds, 2))
+        log.warning("daemon.shutdown_step_abandoned", step=what, seconds=round(seconds, 2))
         return False
     if task.cancelled():  # the awaited task was cancelled (e.g. a crashed processor), not this one
         return False
     exc = task.exception()
     if exc is not None:
-        log.warning("shutdown step failed", step=what, error=scrub(f"{type(exc).__name__}: {exc}"))
+        log.warning("daemon.shutdown_step_failed", step=what, error=scrub(f"{type(exc).__name__}: {exc}"))
         return False
     return True
 

@@ -71,11 +71,11 @@ class BrokerProbes:
             else:
                 reason = scrub(f"{type(exc).__name__}: {exc}")
             if self.errors.get(name) != reason:
-                log.warning("broker unreachable", client=name, error=reason)
+                log.warning("health.broker_unreachable", client=name, error=reason)
             self.errors[name] = reason
             return False
         if name in self.errors:
-            log.info("broker reachable again", client=name)
+            log.info("health.broker_reachable", client=name)
             del self.errors[name]
         return True
 
@@ -111,5 +111,6 @@ class ShutdownWatchdog:
             self._timer.cancel()
 
     def _fire(self) -> None:
-        log.error("shutdown grace period exceeded; exiting now (undelivered events stay unacknowledged upstream)")
+        log.error("health.shutdown_watchdog_exit", detail="shutdown grace period exceeded; exiting now "
+                  "(undelivered events stay unacknowledged upstream)")
         self._exit(self.exit_code)

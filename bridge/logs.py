@@ -9,6 +9,9 @@ The bridge's own structlog loggers and the libraries' stdlib loggers (aiokafka, 
 one processor chain: stdlib records go through ``structlog.stdlib.ProcessorFormatter`` on the root handler,
 so every line on stderr is rendered the same way (JSON by default) and scrubbed by ``redact``, tracebacks
 included.
+
+The bridge's own event names are ``component.what_happened`` in snake case (``daemon.connect_failed``,
+``kafka.commit_failed``): stable names to search for; what varies goes into fields (tests/test_logs.py checks).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ class Metrics:
         self.duplicates = Counter(
             "bridge_duplicates_dropped", "Duplicate events dropped, per source", ["source"], registry=r
         )
-        self.filtered = Counter(
+        self.unrouted = Counter(
             "bridge_events_unrouted", "Events that matched no route (dropped), per source", ["source"], registry=r
         )
         self.late = Counter("bridge_late_events", "Late events, per late policy", ["policy"], registry=r)
@@ -133,7 +133,7 @@ class Metrics:
         """Export every series the configuration makes possible at 0 from the start: a counter that appears only
         with its first increment hides that increment from rate() and leaves dashboards and alerts without data."""
         for source in sources:
-            for per_source in (self.messages_in, self.events_in, self.duplicates, self.filtered, self.untrusted,
+            for per_source in (self.messages_in, self.events_in, self.duplicates, self.unrouted, self.untrusted,
                                self.batches_acked, self.ack_errors):
                 per_source.labels(source)
         for route in routes:

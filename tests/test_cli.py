@@ -205,4 +205,4 @@ def test_replay_stdout_holds_only_json_lines_even_when_logging_warnings() -> Non
     assert res.returncode == 0
     lines = res.stdout.splitlines()
     assert len(lines) == 2 and all(orjson.loads(x)["route"] == "deadletter" for x in lines)
-    assert b"dead-lettered" in res.stderr
+    assert b"pipeline.dead_lettered" in res.stderr

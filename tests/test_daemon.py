@@ -100,12 +100,12 @@ async def test_readyz_is_503_while_the_broker_is_unreachable_and_sigterm_still_e
         assert bridge.proc.wait(60) == 0
 
 
-async def test_stop_while_still_connecting_logs_bridge_stopped(tmp_path: Path) -> None:
-    """SIGTERM before the sink ever connected still ends with `bridge stopped` logged and exit 0."""
+async def test_stop_while_still_connecting_logs_daemon_stopped(tmp_path: Path) -> None:
+    """SIGTERM before the sink ever connected still ends with `daemon.stopped` logged and exit 0."""
     cfg = daemon_config(f"127.0.0.1:{free_port()}", "raw", "all", "failed", "dead", "g")
     with BridgeProcess(cfg, tmp_path) as bridge:
         bridge.wait_http("/healthz", 200)
         assert bridge.terminate() == 0
     events = [orjson.loads(line)["event"] for line in bridge.log_path.read_text().splitlines()]
-    assert "stop requested" in events
-    assert events[-1] == "bridge stopped", events
+    assert "daemon.stop_requested" in events
+    assert events[-1] == "daemon.stopped", events

@@ -160,7 +160,7 @@ async def test_a_source_failing_right_after_connecting_backs_off_longer_each_tim
     runner = asyncio.create_task(daemon.run())
 
     def failures() -> list[float]:
-        return [e["retry_in"] for e in logs.events if e["event"] == "source failed; reconnecting"]
+        return [e["retry_in"] for e in logs.events if e["event"] == "daemon.source_failed"]
 
     await wait_for(lambda: len(failures()) >= 3, within=30)
     daemon.request_stop()

@@ -31,8 +31,8 @@ async def _start_and_stop(cfg_data: dict[str, Any], monkeypatch: pytest.MonkeyPa
 async def test_start_warns_once_that_trust_is_not_configured(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without a trust section the start-up log has exactly one warning naming the missing allow-lists."""
     calls = await _start_and_stop({}, monkeypatch)
-    warnings = [c for c in calls if c[1].startswith("trust not configured")]
+    warnings = [c for c in calls if c[1] == "daemon.trust_not_configured"]
     assert warnings == [("warning", warnings[0][1])]
     configured = await _start_and_stop({"trust": {"aws_accounts": ["123456789012"]}}, monkeypatch)
-    assert not [c for c in configured if c[1].startswith("trust not configured")]
-    assert any(c[1] == "bridge running" for c in configured)
+    assert not [c for c in configured if c[1] == "daemon.trust_not_configured"]
+    assert any(c[1] == "daemon.running" for c in configured)

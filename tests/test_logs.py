@@ -3,6 +3,8 @@ scrubbing structlog chain: connection strings, keys, SAS signatures, URL passwor
 
 from __future__ import annotations
 
+import ast
+import re
 import subprocess
 import sys
 import time
@@ -112,3 +114,23 @@ def test_bridge_run_logs_aiokafka_errors_as_json(tmp_path: Path) -> None:
     library = [r for r in records if str(r.get("logger", "")).startswith("aiokafka")]
     assert library, records
     assert all(r["level"] == "error" and "Unable connect" in r["event"] for r in library)
+
+
+def test_every_event_name_the_bridge_logs_is_component_dot_snake_case() -> None:
+    """Each log call in bridge/ names its event with a literal ``component.what_happened`` (snake case), never a
+    sentence or an f-string: one style, stable names to search and alert on."""
+    pattern = re.compile(r"[a-z]+(\.[a-z0-9_]+)+")
+    levels = {"debug", "info", "warning", "error", "exception", "critical"}
+    bad: list[str] = []
+    calls = 0
+    for path in sorted((Path(__file__).resolve().parent.parent / "bridge").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in levels
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "log"):
+                continue
+            calls += 1
+            first = node.args[0] if node.args else None
+            name = first.value if isinstance(first, ast.Constant) and isinstance(first.value, str) else None
+            if name is None or not pattern.fullmatch(name):
+                bad.append(f"{path.name}:{node.lineno}: {ast.unparse(first) if first is not None else '(none)'}")
+    assert calls > 60 and bad == []

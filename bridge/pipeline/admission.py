@@ -189,7 +189,7 @@ class Admission:
             except Exception as exc:  # a poison event: dead-lettered (its unit becomes the dead letter's)
                 msg = origins[i]
                 reason = f"processing failed (event {ev.id!r}): {_describe(exc)}"
-                log.error("event processing failed; dead-lettered", id=ev.id, subject=ev.subject, error=reason)
+                log.error("pipeline.event_failed", id=ev.id, subject=ev.subject, error=reason, detail="dead-lettered")
                 out.dead.append(self._dead(msg, reason, tracker, "error"))
                 failed.append(key)
                 continue
@@ -199,6 +199,6 @@ class Admission:
                 rec.state = kept
             records.append(rec)
         if unrouted:
-            self.metrics.filtered.labels(source).inc(unrouted)
+            self.metrics.unrouted.labels(source).inc(unrouted)
         if failed:
             self.settlement.forget(failed)

@@ -130,15 +130,15 @@ class Pipeline:
         self.delivery.give_up_at = self._clock() + grace
         drained = False
         if self._worker is not None and self._worker.done():
-            log.error("delivery worker is gone; undelivered events stay unacknowledged upstream",
-                      outbox=len(self.delivery), inflight=self.inflight)
+            log.error("pipeline.delivery_worker_gone", outbox=len(self.delivery), inflight=self.inflight,
+                      detail="undelivered events stay unacknowledged upstream")
         else:
             try:
                 await asyncio.wait_for(self.flush(), timeout=grace)
                 drained = True
             except TimeoutError:
-                log.warning("shutdown grace period exceeded; undelivered events stay unacknowledged upstream",
-                            outbox=len(self.delivery), inflight=self.inflight)
+                log.warning("pipeline.drain_timeout", outbox=len(self.delivery), inflight=self.inflight,
+                            detail="shutdown grace period exceeded; undelivered events stay unacknowledged upstream")
         self.delivery.stopping = True
         if self._worker is not None:
             self._worker.cancel()
@@ -148,7 +148,8 @@ class Pipeline:
         if not drained or unadmitted:
             given_up = await self.settlement.give_up(unadmitted)
             if given_up:
-                log.info("undelivered batches given back to their sources", batches=given_up)
+                log.info("pipeline.batches_given_up", batches=given_up,
+                         detail="undelivered, given back to their sources")
 
     # -- the hot path ---------------------------------------------------------------------------------
     async def submit(self, batch: SourceBatch) -> None:

@@ -194,7 +194,7 @@ class StoreGuard:
                 await asyncio.sleep(delay)
                 continue
             if self.store_error is not None:
-                log.info(f"{self._what} recovered", was=self.store_error)
+                log.info("store.recovered", store=self._what, was=self.store_error)
             self.store_error = None
             self.store_failing_since = None
             self._retries.succeeded()
@@ -210,7 +210,7 @@ class StoreGuard:
         self.store_error = reason
         if self._on_store_failure is not None:
             self._on_store_failure()
-        log.warning(f"{self._what} unavailable", policy=self.on_store_error, retry_in=delay, error=reason)
+        log.warning("store.unavailable", store=self._what, policy=self.on_store_error, retry_in=delay, error=reason)
 
 
 class Deduplicator(StoreGuard):
@@ -288,7 +288,8 @@ class Deduplicator(StoreGuard):
             try:
                 await self.call(self.store.record, keys)
             except StoreBypassed:
-                log.warning("dedup store failing; delivered ids not recorded", ids=len(keys), error=self.store_error)
+                log.warning("dedup.ids_not_recorded", ids=len(keys), error=self.store_error,
+                            detail="the dedup store is failing: these ids may be published again")
         inflight = self._inflight
         for key in keys:
             inflight.pop(key, None)

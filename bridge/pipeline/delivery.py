@@ -160,14 +160,15 @@ class Delivery:
         for rec in published:
             if rec.route == "deadletter":
                 h = dict(rec.headers)
-                log.warning("dead-lettered", topic=rec.topic, reason=h.get("dlq_reason", b"").decode(errors="replace"),
+                log.warning("pipeline.dead_lettered", topic=rec.topic,
+                            reason=h.get("dlq_reason", b"").decode(errors="replace"),
                             source=h.get("dlq_source", b"").decode(errors="replace"),
                             position=h.get("dlq_position", b"").decode(errors="replace"),
                             id=h["ce_id"].decode(errors="replace") if "ce_id" in h else None)
                 continue
             per_route[rec.route] = per_route.get(rec.route, 0) + 1
             if debug:
-                log.debug("published", route=rec.route, topic=rec.topic, key=rec.key)
+                log.debug("pipeline.published", route=rec.route, topic=rec.topic, key=rec.key)
         for route, n in per_route.items():
             self.metrics.events_out.labels(route).inc(n)
 
@@ -201,7 +202,7 @@ class Delivery:
                     raise _Permanent(exc) from exc
                 delay = retries.failed()
                 log.warning(
-                    "publish failed; retrying", attempt=retries.failures, records=len(out), retry_in=delay,
+                    "pipeline.publish_failed", attempt=retries.failures, records=len(out), retry_in=delay,
                     error=f"{type(exc).__name__}: {exc}",
                 )
                 if self.give_up_at is not None and self._clock() > self.give_up_at:
@@ -231,7 +232,7 @@ class Delivery:
                 # a redrive can feed it back (normalizing the bridge's own output is idempotent)
                 dl = enc.dead_letter(DeadLetter(self.deadletter_topic, reason, enc.event_json(e), source, ""), e)
                 self.metrics.deadlettered.labels("unpublishable").inc()
-                log.error("event not publishable; dead-lettered", id=event_id, source=source, route=route.name,
+                log.error("pipeline.unpublishable", id=event_id, source=source, route=route.name,
                           reason=reason)
                 await self._publish_or_report([dl], published)
                 e.routes = tuple(r for r in e.routes if r is not route)  # what was published, for bridge.state
@@ -243,7 +244,7 @@ class Delivery:
             published.extend(recs)
         except _Permanent as perm:  # cannot happen for a bounded dead letter unless the broker's limit is lower
             self.metrics.undeliverable.inc()
-            log.error("dead letter not publishable either; dropped", error=str(perm.error),
+            log.error("pipeline.dead_letter_dropped", error=str(perm.error),
                       reason=dict(recs[0].headers).get("dlq_reason", b"").decode(errors="replace"))
 
 

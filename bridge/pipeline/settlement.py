@@ -66,7 +66,7 @@ class Settlement:
             try:
                 await self.dedup.settle(keys)
             except Exception as exc:  # delivered anyway; a redelivery would be published again (at least once)
-                log.error("dedup store update failed", error=f"{type(exc).__name__}: {exc}")
+                log.error("pipeline.dedup_record_failed", error=f"{type(exc).__name__}: {exc}")
         self._release_records(records)
         for d in dead:
             d.tracker.release()
@@ -87,7 +87,7 @@ class Settlement:
         def done(t: asyncio.Future[None]) -> None:
             self._side_tasks.discard(t)
             if not t.cancelled() and t.exception() is not None:
-                log.error("dedup store update failed", error=str(t.exception()))
+                log.error("pipeline.dedup_record_failed", error=str(t.exception()))
             self._release_records(records)
 
         task.add_done_callback(done)
@@ -140,7 +140,7 @@ class Settlement:
             self.metrics.batches_acked.labels(tracker.source).inc()
         except Exception as exc:  # the source will redeliver; at least once holds
             self.metrics.ack_errors.labels(tracker.source).inc()
-            log.error("releasing source position failed", source=tracker.source, error=str(exc))
+            log.error("pipeline.ack_failed", source=tracker.source, error=str(exc))
 
     async def give_up(self, unadmitted: Sequence[SourceBatch] = ()) -> int:
         """Nack every batch not yet done, and every ``unadmitted`` one (pulled but never submitted), whose source
@@ -152,7 +152,7 @@ class Settlement:
         results = await asyncio.gather(*(nack() for _, nack in nacks), return_exceptions=True)
         for (source, _), result in zip(nacks, results, strict=True):
             if isinstance(result, BaseException):
-                log.warning("nack failed", source=source, error=f"{type(result).__name__}: {result}")
+                log.warning("pipeline.nack_failed", source=source, error=f"{type(result).__name__}: {result}")
         return len(nacks)
 
     async def wait(self) -> None:

@@ -157,7 +157,7 @@ class Lifecycle:
         try:
             await self.guard.call(self.store.put, writes)
         except StoreBypassed:
-            log.warning("state store failing; published states not recorded", states=len(writes),
+            log.warning("state.states_not_recorded", states=len(writes), detail="the state store is failing",
                         error=self.guard.store_error)
 
     async def _lookup(self, keys: list[StateKey], checks: int) -> list[Entry | None]:

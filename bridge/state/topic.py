@@ -61,7 +61,7 @@ async def ensure_state_topic(settings: KafkaClientSettings, state: StateConfig) 
         await admin.start()
         if topic not in await admin.list_topics():
             if not state.create_topic:
-                log.warning("state topic missing; create it log-compacted", topic=topic,
+                log.warning("state.topic_missing", topic=topic, detail="create it log-compacted",
                             hint="cleanup.policy=compact (state.create_topic is off)")
                 return "missing"
             brokers = len((await admin.describe_cluster()).get("brokers", [])) or 1
@@ -72,19 +72,19 @@ async def ensure_state_topic(settings: KafkaClientSettings, state: StateConfig) 
             for _, code, message in response.topic_errors:
                 if code and code != _TOPIC_ALREADY_EXISTS:
                     raise RuntimeError(f"CreateTopics {topic}: error {code} {message or ''}".strip())
-            log.info("state topic created", topic=topic, partitions=state.partitions, replication_factor=replicas,
+            log.info("state.topic_created", topic=topic, partitions=state.partitions, replication_factor=replicas,
                      cleanup_policy="compact")
             return "created"
         policy = await _cleanup_policy(admin, topic)
         if policy is None or "compact" not in policy.split(","):
-            log.warning("state topic is not log-compacted: it keeps every state, not the latest per subject",
+            log.warning("state.topic_not_compacted", detail="it keeps every state, not the latest per subject",
                         topic=topic, cleanup_policy=policy,
                         hint=f"kafka-configs.sh --alter --entity-type topics --entity-name {topic} "
                         "--add-config cleanup.policy=compact")
             return f"not compacted: {policy}"
         return "compacted"
     except Exception as exc:
-        log.warning("state topic not checked", topic=topic, error=f"{type(exc).__name__}: {exc}",
+        log.warning("state.topic_not_checked", topic=topic, error=f"{type(exc).__name__}: {exc}",
                     hint="make sure it exists with cleanup.policy=compact")
         return f"unchecked: {type(exc).__name__}: {exc}"
     finally:

@@ -248,9 +248,10 @@ async def test_run_moves_events_end_to_end_hardened_and_stops_cleanly(
     assert final["ExitCode"] == 0 and not final["OOMKilled"]
     lines = [orjson.loads(line) for line in c.logs().splitlines()]  # every line is JSON
     messages = [line["event"] for line in lines]
-    assert "bridge running" in messages
-    assert messages.index("stop requested") < messages.index("shutting down") < messages.index("bridge stopped")
-    assert messages[-1] == "bridge stopped" and lines[-1]["exit_code"] == 0
+    assert "daemon.running" in messages
+    assert messages.index("daemon.stop_requested") < messages.index("daemon.shutting_down") \
+        < messages.index("daemon.stopped")
+    assert messages[-1] == "daemon.stopped" and lines[-1]["exit_code"] == 0
     committed, _ = await committed_and_end(tansu_bootstrap, group, topics["raw"])
     assert sum(committed.values()) == len(bodies)
 
@@ -299,4 +300,4 @@ async def test_run_under_a_memory_limit_reports_exit_and_peak_memory(
     assert run.exit_code == 0 and not run.oom_killed, run.logs[-4000:]
     assert 20 * 2**20 < run.peak_bytes < 768 * 2**20
     print(f"peak memory of `bridge run` over {len(events)} events: {run.peak_bytes / 2**20:.1f} MiB")
-    assert orjson.loads(run.logs.splitlines()[-1])["event"] == "bridge stopped"
+    assert orjson.loads(run.logs.splitlines()[-1])["event"] == "daemon.stopped"
