@@ -264,8 +264,9 @@ class Redrive:
 
     async def run(self) -> Summary:
         if self.cfg.dedup.store == "memory":
-            log.warning("dedup.store is memory: this process does not know what earlier redrives or the daemon "
-                        "delivered; a second redrive publishes the same events again (use dedup.store: redis)")
+            log.warning("redrive.memory_dedup_store", detail="dedup.store is memory: this process does not know what "
+                        "earlier redrives or the daemon delivered; a second redrive publishes the same events again "
+                        "(use dedup.store: redis)")
         await self.sink.start()
         try:
             await self._prepare_state_topic()
@@ -398,6 +399,6 @@ async def redrive(cfg: BridgeConfig, options: Options, *, out: IO[str] | None = 
     """Run one redrive; ``out`` gets one line per dead letter (what happened to it)."""
     started = time.monotonic()
     summary = await Redrive(cfg, options, sink=sink, out=out, progress=progress).run()
-    log.info("redrive finished", topic=options.topic, seconds=round(time.monotonic() - started, 1),
+    log.info("redrive.finished", topic=options.topic, seconds=round(time.monotonic() - started, 1),
              redriven=summary.redriven, failing=summary.failing, skipped=sum(summary.skipped.values()))
     return summary
