@@ -1,5 +1,5 @@
-"""The ``bridge`` command line (DESIGN.md section 4): run, replay, normalize, test-filter, check-config, state,
-redrive. Commands parse their arguments here; their logic lives in its own modules."""
+"""The ``bridge`` command line (docs/design.md, "Command line"): run, replay, normalize, test-filter,
+check-config, state, redrive. Commands parse their arguments here; their logic lives in its own modules."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The canonical envelope: one frozen CloudEvents 1.0 type for every event that leaves the normalizer.
 
-See DESIGN.md section 1. ``to_dict`` gives the CloudEvents JSON format; ``original`` keeps the raw input
-event (for filters that target the original shape) and is never serialized.
+See docs/design.md, "Canonical envelope". ``to_dict`` gives the CloudEvents JSON format; ``original`` keeps the
+raw input event (for filters that target the original shape) and is never serialized.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ JSON: Final = "application/json"
 PLATFORM_AZUREML: Final = "azureml"
 PLATFORM_SAGEMAKER: Final = "sagemaker"
 
-# Canonical types (DESIGN.md section 1).
+# Canonical types (docs/design.md, "Canonical envelope").
 JOB_STATUS_CHANGED: Final = "ml.job.status_changed"
 JOB_COMPLETED: Final = "ml.job.completed"
 MODEL_REGISTERED: Final = "ml.model.registered"

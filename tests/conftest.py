@@ -34,7 +34,7 @@ _port_open = port_open
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
-    """The ../shared directory (DESIGN.md, corpus, seeds)."""
+    """The ../shared directory (the corpus of real example events and the seed documents)."""
     if not (SHARED / "corpus").is_dir():
         pytest.fail(f"shared corpus not found at {SHARED}; set BRIDGE_SHARED_DIR")
     return SHARED

@@ -1,4 +1,4 @@
-"""The command line of DESIGN.md section 4, run as a real subprocess: output formats and exit codes."""
+"""The command line of docs/design.md ("Command line"), run as a real subprocess: output formats and exit codes."""
 
 from __future__ import annotations
 

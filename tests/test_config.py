@@ -1,4 +1,4 @@
-"""Config loading: defaults of DESIGN.md section 4, env substitution for secrets, filter validation."""
+"""Config loading: defaults of docs/design.md ("Command line"), env substitution for secrets, filter validation."""
 
 from __future__ import annotations
 

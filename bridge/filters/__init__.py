@@ -1,4 +1,4 @@
-"""Event filters in two dialects, so users bring their existing rules unchanged (DESIGN.md section 3):
+"""Event filters in two dialects, so users bring their existing rules unchanged (docs/design.md, "Pipeline semantics"):
 
 * ``eventbridge``: Amazon EventBridge event patterns, every operator (see ``bridge.filters.eventbridge``);
 * ``eventgrid``: Azure Event Grid subscription filters (see ``bridge.filters.eventgrid``).

@@ -1,5 +1,6 @@
 """The normalizer: Azure ML (Event Grid, CloudEvents) and SageMaker (EventBridge, SNS) shapes in,
-canonical ``CloudEvent``s out (DESIGN.md sections 1-2; tables in docs/mapping.md).
+canonical ``CloudEvent``s out (docs/design.md, "Canonical envelope" and "Input shapes"; tables in
+docs/mapping.md).
 
 - ``normalize_all(msg)`` returns ``(events, errors)``: good events flow, each bad array element is reported
   with its index (the pipeline dead-letters errors).

@@ -1,4 +1,5 @@
-"""JSON Lines sink used by ``bridge replay``: one line per published record (DESIGN.md section 4).
+"""JSON Lines sink used by ``bridge replay``: one line per published record (docs/design.md,
+"Command line").
 
 Routed events: ``{"route": NAME, "topic": TOPIC, "key": KEY, "event": <canonical CloudEvent>}``; dead letters:
 ``{"route": "deadletter", "topic": TOPIC, "error": REASON, "input": <raw line>}``. Events are encoded once, at

@@ -1,4 +1,5 @@
-"""ML lifecycle state (DESIGN.md section 3): status transitions only, the current-state topic, ``bridge state``.
+"""ML lifecycle state (docs/design.md, "Pipeline semantics"): status transitions only, the current-state topic,
+``bridge state``.
 
 - ``attributes``: the attributes that define an event's state (``status``, ``data.SecondaryStatus``) as bytes;
 - ``store``: the last published state and sequence per (route, subject), in memory or in the dedup Redis;

@@ -281,7 +281,8 @@ def test_rank_puts_terminal_after_non_terminal() -> None:
 
 
 def test_type_tables() -> None:
-    """Detail-type and Azure type lookups follow the DESIGN.md type table (both endpoint spellings)."""
+    """Detail-type and Azure type lookups follow the canonical types of docs/design.md ("Canonical envelope"), both
+    endpoint spellings included."""
     assert sagemaker_spec("SageMakerEndpointStateChange") == sagemaker_spec("SageMaker Endpoint State Change")
     assert sagemaker_spec("sagemaker endpoint state change") is not None
     assert sagemaker_spec("Nope") is None
