@@ -160,8 +160,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     names = ", ".join(f"{s.type}:{s.name}" for s in cfg.sources) or "none (bridge run uses Kafka localhost:9092)"
     print(f"{args.file}: OK")
     print(f"  sources: {names}")
-    print(f"  routes: {', '.join(f'{r.name} -> {r.topic}' for r in cfg.routes)}")
+    routes = (f"{r.name} -> {r.topic}" + (f" (changes_only: {', '.join(r.state_attributes)})"
+                                          if r.changes_only else "") for r in cfg.routes)
+    print(f"  routes: {', '.join(routes)}")
     print(f"  dead-letter topic: {cfg.deadletter.topic}")
+    print(f"  state topic: {cfg.state.topic or 'none'}")
     dedup = f"{cfg.dedup.store}, {cfg.dedup.window_seconds:g}s" if cfg.dedup.enabled else "off"
     print(f"  dedup: {dedup}")
     reorder = (f"max_delay {cfg.reorder.max_delay_ms} ms, late {cfg.reorder.late_policy}"

@@ -66,7 +66,8 @@ class Lifecycle:
                     self.specs.append(StateSpec(r.changes))
                 self._slot[r.name] = 1 + by_paths[r.changes]
         self.state_route = Route(STATE_ROUTE, topic) if topic else None
-        self._needs: dict[tuple[Route, ...], bool] = {}
+        self._needs: dict[int, tuple[tuple[Route, ...], bool]] = {}  # by id: the router shares its route tuples
+        self._rewrites: dict[tuple[int | bool, ...], tuple[tuple[Route, ...], tuple[Route, ...]]] = {}
 
     @property
     def active(self) -> bool:
@@ -80,12 +81,15 @@ class Lifecycle:
     # -- admission --------------------------------------------------------------------------------------
     def extract(self, event: CloudEvent, routes: tuple[Route, ...]) -> tuple[str | bytes, ...] | None:
         """What a record must keep for the decisions: (subject, state value per spec), or None if nothing."""
-        if self.specs:
-            needs = self._needs.get(routes)
-            if needs is None:
-                needs = self._needs[routes] = any(r.changes for r in routes)
-            if needs:
-                return (event.subject, *[spec.value(event) for spec in self.specs])
+        specs = self.specs
+        if specs:
+            known = self._needs.get(id(routes))
+            if known is None or known[0] is not routes:
+                known = self._needs[id(routes)] = (routes, any(r.changes for r in routes))
+            if known[1]:
+                if len(specs) == 1:
+                    return (event.subject, specs[0].value(event))
+                return (event.subject, *[spec.value(event) for spec in specs])
         if self.state_route is not None:
             return (event.subject,)
         return None
@@ -102,54 +106,76 @@ class Lifecycle:
             st = e.state
             subject = st[0]
             assert isinstance(subject, str)
-            subject_b = subject.encode()
             for route in e.routes:
                 if route.changes:
                     value = st[slot[route.name]]
                     assert isinstance(value, bytes)
-                    checks.append((e, route, (route.name, e.dkey[0], subject_b), value))
+                    checks.append((e, route, (route.name, e.dkey[0], subject), value))
             if state_route is not None and e.meta:
-                checks.append((e, state_route, (STATE_SCOPE, "", subject_b), _NO_VALUE))
+                checks.append((e, state_route, (STATE_SCOPE, "", subject), _NO_VALUE))
         if not checks:
             return None
-        keys = list(dict.fromkeys(c[2] for c in checks))
+        keys = list({c[2]: None for c in checks})
         found = await self._lookup(keys, len(checks))
         current: dict[StateKey, Entry | None] = dict(zip(keys, found, strict=True))
         plan = Plan()
+        kept, writes = plan.kept, plan.writes
         dropped: dict[Record, list[Route]] = {}
         added: list[Record] = []
         unchanged: dict[str, int] = {}
         for rec, route, key, value in checks:
             prev = current[key]
-            newer = not rec.late and (prev is None or rec.seq >= prev[0])
+            seq = rec.seq
+            newer = not rec.late and (prev is None or seq >= prev[0])
             if route is state_route:
                 if newer:
-                    current[key] = plan.writes[key] = (rec.seq, _NO_VALUE)
+                    current[key] = writes[key] = (seq, _NO_VALUE)
                     added.append(rec)
-                    plan.kept.append((rec, route, key))
+                    kept.append((rec, route, key))
                 continue
             if newer and (prev is None or prev[1] != value):
-                current[key] = plan.writes[key] = (rec.seq, value)
-                plan.kept.append((rec, route, key))
+                current[key] = writes[key] = (seq, value)
+                kept.append((rec, route, key))
                 continue
-            dropped.setdefault(rec, []).append(route)
+            found_drop = dropped.get(rec)
+            if found_drop is None:
+                dropped[rec] = [route]
+            else:
+                found_drop.append(route)
             unchanged[route.name] = unchanged.get(route.name, 0) + 1
-            if newer and prev is not None and rec.seq > prev[0]:  # the same state, seen later: never go back
-                current[key] = plan.writes[key] = (rec.seq, prev[1])
-        for rec, routes in dropped.items():
-            rec.routes = tuple(r for r in rec.routes if r not in routes)
-        if added and state_route is not None:
-            for rec in added:
-                rec.routes = (*rec.routes, state_route)
+            if newer and prev is not None and seq > prev[0]:  # the same state, seen later: never go back
+                current[key] = writes[key] = (seq, prev[1])
+        rewrite = self._rewrite
+        for rec in added:
+            drop = dropped.pop(rec, None)
+            rec.routes = rewrite(rec.routes, tuple(drop) if drop else (), True)
+        for rec, drop in dropped.items():
+            rec.routes = rewrite(rec.routes, tuple(drop), False)
         for name, n in unchanged.items():
             self.metrics.unchanged.labels(name).inc(n)
         return plan
+
+    def _rewrite(self, routes: tuple[Route, ...], drop: tuple[Route, ...], add: bool) -> tuple[Route, ...]:
+        """``routes`` without ``drop``, plus the state topic's route if ``add``: one shared tuple per combination
+        (records keep a reference, not a tuple of their own)."""
+        key = (id(routes), *map(id, drop), add)
+        hit = self._rewrites.get(key)
+        if hit is not None and hit[0] is routes:
+            return hit[1]
+        out = tuple(r for r in routes if all(r is not d for d in drop))
+        if add and self.state_route is not None:
+            out = (*out, self.state_route)
+        if len(self._rewrites) >= 4096:
+            self._rewrites.clear()
+        self._rewrites[key] = (routes, out)
+        return out
 
     async def settle(self, plan: Plan | None) -> None:
         """The group was published: record the states and sequences of what the sink confirmed."""
         if plan is None or not plan.writes:
             return
-        failed = {key for rec, route, key in plan.kept if route not in rec.routes}  # isolated, dead-lettered
+        failed = {key for rec, route, key in plan.kept  # isolated and dead-lettered instead (delivery.py)
+                  if all(r is not route for r in rec.routes)}
         writes = [(k, seq, value) for k, (seq, value) in plan.writes.items() if k not in failed]
         if self._memory is not None:
             self._memory.put_now(writes)

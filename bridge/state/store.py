@@ -20,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol
 
-StateKey = tuple[str, str, bytes]
+StateKey = tuple[str, str, str]
 Entry = tuple[str, bytes]
 """(sequence, state value)."""
 Write = tuple[StateKey, str, bytes]
@@ -150,7 +150,7 @@ class RedisStateStore:
         h.update(b"\x00")
         h.update(key[1].encode())
         h.update(b"\x00")
-        h.update(key[2])
+        h.update(key[2].encode())
         return self.prefix + h.hexdigest()
 
     async def get(self, keys: Sequence[StateKey]) -> list[Entry | None]:

@@ -349,7 +349,7 @@ class Redrive:
                 s.failing += 1
                 self._say(f"{item.position}  {'would fail again' if self.options.dry_run else 'still failing'}: "
                           f"{item.failed}")
-            writes.append(((LEDGER_SCOPE, self.options.topic, item.position.encode()), "",
+            writes.append(((LEDGER_SCOPE, self.options.topic, item.position), "",
                            _DONE if item.failed is None else _FAILED))
             del self.tracking.inputs[item.position]
         self.tracking.events.clear()
@@ -367,7 +367,7 @@ class Redrive:
         return out
 
     def _ledger_key(self, rec: ConsumerRecord[bytes, bytes]) -> StateKey:
-        return (LEDGER_SCOPE, self.options.topic, _position(rec).encode())
+        return (LEDGER_SCOPE, self.options.topic, _position(rec))
 
     def _skipped(self, rec: ConsumerRecord[bytes, bytes], why: str, detail: str) -> None:
         self.summary.skip(why)

@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from bridge.config import parse_config
+from bridge.daemon import Daemon
 from bridge.pipeline.core import Pipeline
 from bridge.retry import Backoff
 from bridge.state.lifecycle import Lifecycle
 from bridge.state.store import Entry, MemoryStateStore, StateKey, Write
-from bridge.testing.memory import CapturingSink
+from bridge.testing.memory import CapturingSink, InMemorySource
 from tests.state.helpers import batch, feed, job_event, pipeline, published
 
 ROUTES = [
@@ -152,3 +154,34 @@ async def test_a_failing_state_store_blocks_or_publishes_unchecked_like_the_dedu
             assert [d.event.id for d in sink.routed] == ["x1"]  # x2 is the same state within the group
             assert "bridge_state_unchecked_total 2.0" in p.metrics.render().decode()
         await p.close(grace=1)
+
+
+async def test_daemon_is_not_ready_while_its_own_state_store_fails_and_recovers() -> None:
+    """With dedup off, the state store has its own guard: while it fails (policy block) /readyz names it and
+    nothing is published; once it answers the event goes out and the daemon is ready again."""
+    cfg = parse_config({"http": {"host": "127.0.0.1", "port": 0}, "reorder": {"enabled": False},
+                        "dedup": {"enabled": False, "store_timeout_seconds": 0.2},
+                        "routes": ROUTES[1:2]})
+    src, sink, store = InMemorySource(name="mem"), CapturingSink(), FailingStore()
+    daemon = Daemon(cfg, sources=[src], sink=sink)
+    lifecycle = _with_store(daemon.pipeline, store).lifecycle
+    assert lifecycle is not None
+    lifecycle.guard._retries = Backoff(0.01, 0.05).retries()
+    runner = asyncio.create_task(daemon.run())
+    try:
+        src.put(job_event("d1", "job-d", 1))
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if any(r.startswith("state store: ConnectionError") for r in daemon.not_ready_reasons()):
+                break
+        assert any(r.startswith("state store: ConnectionError") for r in daemon.not_ready_reasons())
+        assert sink.records == []
+        store.fail = False
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if sink.records and daemon.ready():
+                break
+        assert [d.event.id for d in sink.routed] == ["d1"] and daemon.ready()
+    finally:
+        daemon.request_stop()
+        assert await asyncio.wait_for(runner, 10) == 0

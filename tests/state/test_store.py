@@ -14,8 +14,8 @@ from bridge.testing.events import make_event
 from bridge.testing.memory import CapturingSink
 from tests.state.helpers import feed, job_event, pipeline, published
 
-A = ("transitions", "src", b"training-job/a")
-B = ("transitions", "src", b"training-job/b")
+A = ("transitions", "src", "training-job/a")
+B = ("transitions", "src", "training-job/b")
 
 
 class Clock:
@@ -36,7 +36,7 @@ async def test_put_keeps_the_entry_with_the_higher_sequence(kind: str, redis_url
     try:
         await store.put([(A, "2024-01-01T00:00:05", b"running"), (B, "s:1", b"\x00[null]")])
         await store.put([(A, "2024-01-01T00:00:04", b"pending")])  # older: ignored
-        assert await reader.get([A, B, ("other", "src", b"x")]) == [
+        assert await reader.get([A, B, ("other", "src", "x")]) == [
             ("2024-01-01T00:00:05", b"running"), ("s:1", b"\x00[null]"), None]
         await store.put([(A, "2024-01-01T00:00:05", b"failed"), (B, "s:2", b"")])
         assert await reader.get([A, B]) == [("2024-01-01T00:00:05", b"failed"), ("s:2", b"")]
@@ -51,7 +51,7 @@ async def test_memory_store_expires_entries_and_forgets_the_least_recently_writt
     clock = Clock()
     store = MemoryStateStore(ttl=10, max_entries=2, clock=clock)
     store.put_now([(A, "1", b"a"), (B, "1", b"b")])
-    store.put_now([(A, "2", b"a2"), (("r", "s", b"c"), "1", b"c")])  # B is now the least recently written
+    store.put_now([(A, "2", b"a2"), (("r", "s", "c"), "1", b"c")])  # B is now the least recently written
     assert store.get_now([A, B]) == [("2", b"a2"), None] and len(store) == 2
     clock.now = 11
     assert store.get_now([A]) == [None]
