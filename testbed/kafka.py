@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bridge.sinks.kafka import decode_record
+from testbed.waiting import ConditionNotReached, wait_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +99,24 @@ async def collect(
     finally:
         await consumer.stop()
     return out
+
+
+async def collect_all_events(
+    bootstrap: str, topics: Sequence[str], events: int, within: float, timeout: float = 10.0, settle: float = 1.0
+) -> list[OutRecord]:
+    """Read ``topics`` from the beginning again and again until ``events`` distinct event ids are out, or
+    ``within`` seconds passed: the records of the last read either way (the caller's assertions say what is
+    missing or duplicated)."""
+    last: list[OutRecord] = []
+
+    async def every_event_out() -> bool:
+        nonlocal last
+        last = await collect(bootstrap, topics, until=events, timeout=timeout, settle=settle)
+        return len({r.event["id"] for r in last if r.event}) >= events
+
+    with contextlib.suppress(ConditionNotReached):
+        await wait_for(every_event_out, within=within, every=0)
+    return last
 
 
 async def committed_and_end(bootstrap: str, group: str, topic: str) -> tuple[dict[int, int], dict[int, int]]:

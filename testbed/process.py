@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from testbed.servers import free_port
+from testbed.waiting import ConditionNotReached, wait_for_sync
 
 
 class BridgeProcess:
@@ -48,20 +49,16 @@ class BridgeProcess:
             return int(exc.code), bytes(exc.read())
 
     def wait_http(self, path: str = "/healthz", status: int = 200, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while time.monotonic() < deadline:
+        def answered() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"bridge exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                code, _ = self.get(path)
-                if code == status:
-                    return
-                last = code
-            except OSError as exc:
-                last = exc
-            time.sleep(0.2)
-        raise TimeoutError(f"{path} did not answer {status} (last: {last}):\n{self.log_tail()}")
+                return self.get(path)[0] == status
+            except OSError:
+                return False
+
+        wait_for_sync(answered, within=timeout, every=0.2,
+                      what=lambda: f"{path} answering {status}:\n{self.log_tail()}")
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         self.wait_http("/readyz", 200, timeout)
@@ -89,11 +86,15 @@ class BridgeProcess:
 
     def wait_for_zero_lag(self, source: str, partitions: set[str], timeout: float = 10.0) -> dict[str, float]:
         """Poll until every one of ``partitions`` reports lag 0; return the last reading (checked by the caller)."""
-        deadline = time.monotonic() + timeout
         lag = self.consumer_lag(source)
-        while (set(lag) != partitions or any(lag.values())) and time.monotonic() < deadline:
-            time.sleep(0.2)
+
+        def caught_up() -> bool:
+            nonlocal lag
             lag = self.consumer_lag(source)
+            return set(lag) == partitions and not any(lag.values())
+
+        with contextlib.suppress(ConditionNotReached):
+            wait_for_sync(caught_up, within=timeout, every=0.2)
         return lag
 
     def terminate(self, timeout: float = 60.0) -> int:

@@ -3,9 +3,7 @@ the broker (cut, with size, hash and position in headers) and the counters add u
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ import orjson
 from bridge.testing.events import sagemaker_training_event
 from testbed.kafka import collect, committed_and_end, produce_fast
 from testbed.process import BridgeProcess
+from testbed.waiting import ConditionNotReached, wait_for
 
 TRUSTED, FOREIGN = "123456789012", "999999999999"
 
@@ -36,14 +35,16 @@ def config(bootstrap: str, raw: str, out: str, dead: str, group: str, **extra: A
 
 
 async def wait_committed(bootstrap: str, group: str, topic: str, total: int, bridge: BridgeProcess) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        committed, _ = await committed_and_end(bootstrap, group, topic)
-        if sum(committed.values()) >= total:
-            return
+    async def all_committed() -> bool:
         assert bridge.proc is not None and bridge.proc.poll() is None, bridge.log_tail()
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"not every input offset committed: {committed}\n{bridge.log_tail()}")
+        committed, _ = await committed_and_end(bootstrap, group, topic)
+        return sum(committed.values()) >= total
+
+    try:
+        await wait_for(all_committed, within=90, every=0.5)
+    except ConditionNotReached:
+        committed, _ = await committed_and_end(bootstrap, group, topic)
+        raise AssertionError(f"not every input offset committed: {committed}\n{bridge.log_tail()}") from None
 
 
 async def test_a_dead_letter_larger_than_the_broker_takes_is_cut_to_fit_never_dropped(

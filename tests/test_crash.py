@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -16,8 +15,9 @@ import orjson
 import pytest
 
 from bridge.testing.events import sagemaker_training_event
-from testbed.kafka import collect, committed_and_end, produce
+from testbed.kafka import collect, collect_all_events, committed_and_end, produce
 from testbed.process import BridgeProcess
+from testbed.waiting import wait_for
 
 N_EVENTS = 10_000
 RESULTS = Path(__file__).resolve().parent.parent / ".bench" / "crash.json"
@@ -79,15 +79,17 @@ async def test_kill_9_mid_stream_then_restart_loses_nothing(
                 await asyncio.sleep(0.15)
 
         feeder = asyncio.create_task(feed())
-        deadline = time.monotonic() + 60
-        while True:  # kill once 30 % are out and some published events are not yet committed
-            assert time.monotonic() < deadline, first.log_tail()
+        out_now = 0.0
+
+        async def mid_stream() -> bool:  # 30 % out and some published events not yet committed
+            nonlocal out_now
             out_now = first.metric_sum("bridge_events_out_total")
-            if out_now >= N_EVENTS * 0.3:
-                committed_now, _ = await committed_and_end(tansu_bootstrap, group, raw)
-                if out_now - sum(committed_now.values()) >= 500:
-                    break
-            await asyncio.sleep(0.05)
+            if out_now < N_EVENTS * 0.3:
+                return False
+            committed_now, _ = await committed_and_end(tansu_bootstrap, group, raw)
+            return out_now - sum(committed_now.values()) >= 500
+
+        await wait_for(mid_stream, within=60, every=0.05, what=lambda: f"the kill point\n{first.log_tail()}")
         first.kill()
         await feeder
     finally:
@@ -104,11 +106,7 @@ async def test_kill_9_mid_stream_then_restart_loses_nothing(
 
     with BridgeProcess(cfg, tmp_path, "second") as second:
         second.wait_ready()
-        deadline = time.monotonic() + 90
-        while True:
-            recs = await collect(tansu_bootstrap, [out], until=N_EVENTS, timeout=10, settle=1.0)
-            if len({r.event["id"] for r in recs if r.event}) >= N_EVENTS or time.monotonic() > deadline:
-                break
+        recs = await collect_all_events(tansu_bootstrap, [out], N_EVENTS, within=90)
         suppressed = second.metric_sum("bridge_duplicates_dropped_total")
         assert second.terminate() == 0
 

@@ -27,26 +27,19 @@ async def test_readyz_turns_503_while_publishing_fails_and_recovers_and_stop_dra
     sink.fail_next = 10**9  # failing until told otherwise
     daemon = Daemon(cfg, sources=[src], sink=sink)
     runner = asyncio.create_task(daemon.run())
-    while daemon.http_port is None or not daemon.sink.ready:
-        await asyncio.sleep(0.01)
+    await wait_for(lambda: daemon.http_port is not None and daemon.sink.ready, what="the daemon started")
     url = f"http://127.0.0.1:{daemon.http_port}"
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{url}/readyz") as r:
             assert r.status == 200
         for i in range(5):
             src.put(sagemaker_training_event(f"e{i}", "job", i))
-        for _ in range(200):
-            await asyncio.sleep(0.02)
-            if daemon.pipeline.publish_failing:
-                break
+        await wait_for(lambda: daemon.pipeline.publish_failing, what="publishing failing")
         async with http.get(f"{url}/readyz") as r:
             assert r.status == 503 and (await r.json())["sink"] is False
         assert src.acks == []
         sink.fail_next = 0
-        for _ in range(300):
-            await asyncio.sleep(0.02)
-            if len(sink.routed) == 5 and src.acks:
-                break
+        await wait_for(lambda: len(sink.routed) == 5 and src.acks, what="five events delivered and acked")
         async with http.get(f"{url}/readyz") as r:
             assert r.status == 200
         async with http.get(f"{url}/healthz") as r:
@@ -56,8 +49,8 @@ async def test_readyz_turns_503_while_publishing_fails_and_recovers_and_stop_dra
             assert 'bridge_events_out_total{route="all"} 5.0' in text
         pulled = src.batches_yielded
         src.put(sagemaker_training_event("last", "job", 99))
-        while src.batches_yielded == pulled:  # pulled, so now held in the reorder buffer: stop must drain it
-            await asyncio.sleep(0.001)
+        # pulled, so now held in the reorder buffer: stop must drain it
+        await wait_for(lambda: src.batches_yielded > pulled, what="the last event pulled", every=0.001)
         daemon.request_stop()
         assert await asyncio.wait_for(runner, 10) == 0
     assert sorted(d.event.id for d in sink.routed) == sorted([f"e{i}" for i in range(5)] + ["last"])
@@ -67,14 +60,11 @@ async def test_readyz_turns_503_while_publishing_fails_and_recovers_and_stop_dra
 async def _run_until_delivered_or_exit(daemon: Daemon, src: InMemorySource, sink: CapturingSink, n: int) -> int | None:
     """Run the daemon, feed ``n`` events; return its exit code if it exited within 10 s, else None (after a stop)."""
     runner = asyncio.create_task(daemon.run())
-    while daemon.http_port is None or not daemon.sink.ready:
-        await asyncio.sleep(0.01)
+    await wait_for(lambda: daemon.http_port is not None and daemon.sink.ready, what="the daemon started")
     for i in range(n):
         src.put(sagemaker_training_event(f"e{i}", "job", i))
-    for _ in range(500):
-        await asyncio.sleep(0.02)
-        if runner.done() or (len(sink.routed) == n and len(src.acks) == src.batches_yielded):
-            break
+    await wait_for(lambda: runner.done() or (len(sink.routed) == n and len(src.acks) == src.batches_yielded),
+                   within=10, what="delivery or exit")
     if runner.done():
         return runner.result()
     daemon.request_stop()

@@ -12,6 +12,7 @@ from bridge.config import parse_config
 from bridge.daemon import Daemon
 from bridge.testing.memory import CapturingSink, InMemorySource
 from testbed.logcapture import capture_module_logs
+from testbed.waiting import wait_for
 
 
 async def _start_and_stop(cfg_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
@@ -19,10 +20,7 @@ async def _start_and_stop(cfg_data: dict[str, Any], monkeypatch: pytest.MonkeyPa
     cfg = parse_config({"http": {"host": "127.0.0.1", "port": 0}, **cfg_data})
     daemon = Daemon(cfg, sources=[InMemorySource(name="mem")], sink=CapturingSink())
     runner = asyncio.create_task(daemon.run())
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 30
-    while not daemon.sink.ready and loop.time() < deadline:
-        await asyncio.sleep(0.01)
+    await wait_for(lambda: daemon.sink.ready, what="the sink started")
     daemon.request_stop()
     assert await asyncio.wait_for(runner, 30) == 0
     return [(e["log_level"], str(e["event"])) for e in logs.events]

@@ -19,6 +19,7 @@ from bridge.testing.events import sagemaker_training_event
 from testbed.kafka import OutRecord, collect, produce
 from testbed.process import BridgeProcess
 from testbed.servers import RedisServer, Tansu
+from testbed.waiting import ConditionNotReached, wait_for_sync
 
 GRACE = 6.0
 PAUSE = 20.0
@@ -72,25 +73,27 @@ def readyz(bridge: BridgeProcess) -> tuple[int, dict[str, Any]]:
 
 def wait_readyz(bridge: BridgeProcess, want: int, contains: str = "", timeout: float = 30.0) -> dict[str, Any]:
     """Poll /readyz until it answers ``want`` (and, for 503, a reason containing ``contains``)."""
-    deadline = time.monotonic() + timeout
     last: Any = None
-    while time.monotonic() < deadline:
-        code, body = readyz(bridge)
-        last = (code, body)
-        if code == want and (not contains or any(contains in r for r in body.get("reasons", []))):
-            return body
-        time.sleep(0.25)
-    raise AssertionError(f"/readyz never answered {want} with {contains!r}; last {last}\n{bridge.log_tail()}")
+
+    def answered() -> dict[str, Any] | None:
+        nonlocal last
+        code, body = last = readyz(bridge)
+        return body if code == want and (not contains or any(contains in r for r in body.get("reasons", []))) \
+            else None
+
+    try:
+        return wait_for_sync(answered, within=timeout, every=0.25)
+    except ConditionNotReached:
+        raise AssertionError(f"/readyz never answered {want} with {contains!r}; last {last}\n{bridge.log_tail()}") \
+            from None
 
 
 def wait_metric(bridge: BridgeProcess, name: str, ok: Callable[[float], bool], timeout: float = 30.0) -> float:
-    deadline = time.monotonic() + timeout
-    value = bridge.metric_sum(name)
-    while not ok(value) and time.monotonic() < deadline:
-        time.sleep(0.2)
-        value = bridge.metric_sum(name)
-    assert ok(value), f"{name} = {value}\n{bridge.log_tail()}"
-    return value
+    try:
+        wait_for_sync(lambda: ok(bridge.metric_sum(name)), within=timeout, every=0.2)
+    except ConditionNotReached:
+        raise AssertionError(f"{name} = {bridge.metric_sum(name)}\n{bridge.log_tail()}") from None
+    return bridge.metric_sum(name)
 
 
 def sigterm_within_grace(bridge: BridgeProcess) -> float:

@@ -7,7 +7,6 @@ import ast
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import pytest
 from bridge.logs import redact, scrub
 from testbed.process import BridgeProcess
 from testbed.servers import free_port
+from testbed.waiting import wait_for_sync
 
 # Logs through stdlib loggers the way aiokafka, azure-* and botocore do, after bridge.logs.configure.
 LIBRARY_LINES = r"""
@@ -106,9 +106,7 @@ def test_bridge_run_logs_aiokafka_errors_as_json(tmp_path: Path) -> None:
     }
     with BridgeProcess(cfg, tmp_path) as bridge:
         bridge.wait_http("/healthz", 200)
-        deadline = time.monotonic() + 60
-        while "aiokafka" not in bridge.log_path.read_text() and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_for_sync(lambda: "aiokafka" in bridge.log_path.read_text(), within=60, what="aiokafka's own lines")
         assert bridge.terminate() == 0
     records = [orjson.loads(line) for line in bridge.log_path.read_text().splitlines()]
     library = [r for r in records if str(r.get("logger", "")).startswith("aiokafka")]

@@ -3,8 +3,7 @@ times its memory limit, delivering every event, and its peak RSS stays within th
 
 from __future__ import annotations
 
-import asyncio
-import time
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import orjson
 from bridge.testing.events import sagemaker_training_event
 from testbed.kafka import committed_and_end, ids_on, produce_fast
 from testbed.process import BridgeProcess
+from testbed.waiting import ConditionNotReached, wait_for
 
 MEMORY_MB = 256
 MARGIN_MB = 0  # the limit itself is the bound: the budget already reserves room for the interpreter
@@ -66,13 +66,16 @@ async def test_backlog_drains_within_the_memory_limit(
     with BridgeProcess(cfg, tmp_path) as bridge:
         assert bridge.proc is not None
         bridge.wait_ready()
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
+        committed: dict[int, int] = {}
+
+        async def drained() -> bool:
+            nonlocal committed
+            assert bridge.proc is not None and bridge.proc.poll() is None, bridge.log_tail()
             committed, _ = await committed_and_end(tansu_bootstrap, group, raw)
-            if sum(committed.values()) >= len(bodies):
-                break
-            assert bridge.proc.poll() is None, bridge.log_tail()
-            await asyncio.sleep(1.0)
+            return sum(committed.values()) >= len(bodies)
+
+        with contextlib.suppress(ConditionNotReached):  # asserted below, with the offsets
+            await wait_for(drained, within=300, every=1.0)
         peak = _peak_rss_mb(bridge.proc.pid)
         metrics = bridge.metrics()
         assert bridge.terminate() == 0, bridge.log_tail()

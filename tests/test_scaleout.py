@@ -21,8 +21,9 @@ from azure.eventhub.extensions.checkpointstoreblobaio import BlobCheckpointStore
 
 from bridge.sources.eventhubs import namespace_of
 from bridge.testing.events import sagemaker_training_event
-from testbed.kafka import OutRecord, collect, produce
+from testbed.kafka import OutRecord, collect, collect_all_events, produce
 from testbed.process import BridgeProcess
+from testbed.waiting import wait_for
 
 N_EVENTS = 1200
 N_JOBS = 40
@@ -68,13 +69,14 @@ async def kill_one_mid_stream(
         a.wait_ready()
         b.wait_ready()
         feeder = asyncio.create_task(feed(events))
-        deadline = time.monotonic() + 90
-        while True:  # kill once 30 % are out (or the feed is over and some are out), with work left for later
-            done = a.metric_sum("bridge_events_out_total") + b.metric_sum("bridge_events_out_total")
-            if done >= N_EVENTS * 0.3 or (feeder.done() and done > 0):
-                break
-            assert time.monotonic() < deadline, f"{a.log_tail()}\n{b.log_tail()}"
-            await asyncio.sleep(0.05)
+
+        def out_so_far() -> float:
+            return a.metric_sum("bridge_events_out_total") + b.metric_sum("bridge_events_out_total")
+
+        # kill once 30 % are out (or the feed is over and some are out), with work left for later
+        await wait_for(lambda: out_so_far() >= N_EVENTS * 0.3 or (feeder.done() and out_so_far() > 0), within=90,
+                       every=0.05, what=lambda: f"the kill point\n{a.log_tail()}\n{b.log_tail()}")
+        done = out_so_far()
         assert a.metric_sum("bridge_events_out_total") > 0, "replica a did no work: killing it proves nothing"
         assert done < N_EVENTS * 0.9, f"{done} of {N_EVENTS} already out: the kill would not land mid-stream"
         if before_kill is not None:
@@ -90,11 +92,7 @@ async def kill_one_mid_stream(
         before = Counter(r.event["id"] for r in early if r.event and r.event["id"] in resent)
         assert set(before) == resent, "the first events were not out long before the restart"
         await feed(events[:RESENT])  # copies of delivered events, to whichever replica gets them
-        deadline = time.monotonic() + 120
-        while True:
-            recs = await collect(bootstrap, [out], until=N_EVENTS, timeout=5, settle=1.0)
-            if len({r.event["id"] for r in recs if r.event}) >= N_EVENTS or time.monotonic() > deadline:
-                break
+        recs = await collect_all_events(bootstrap, [out], N_EVENTS, within=120, timeout=5)
         suppressed = b.metric_sum("bridge_duplicates_dropped_total") + a2.metric_sum("bridge_duplicates_dropped_total")
         assert b.terminate() == 0, b.log_tail()
         assert a2.terminate() == 0, a2.log_tail()
@@ -233,13 +231,12 @@ async def test_two_eventhubs_replicas_one_killed(
         ownership["before_kill"] = await owners()
 
     async def survivor_owns_everything() -> None:
-        deadline = time.monotonic() + 60
-        current = await owners()
-        while not (len(current) == 4 and len(set(current.values())) == 1):
-            assert time.monotonic() < deadline, f"ownership never moved to the survivor: {current}"
-            await asyncio.sleep(0.5)
+        async def one_owner() -> dict[str, Any] | None:
             current = await owners()
-        ownership["after_kill"] = current
+            return current if len(current) == 4 and len(set(current.values())) == 1 else None
+
+        ownership["after_kill"] = await wait_for(one_owner, within=60, every=0.5,
+                                                 what="ownership of every partition moved to the survivor")
 
     cfg = base_config(source, out, tansu_bootstrap, redis_url)
     cfg["reorder"]["max_delay_ms"] = 500

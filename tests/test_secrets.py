@@ -10,7 +10,6 @@ import contextlib
 import io
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,18 +24,11 @@ from testbed.kafka_sasl import SaslOAuthFront
 from testbed.process import BridgeProcess
 from testbed.servers import Tansu, free_port
 from testbed.tls import TestCA, TlsProxy
+from testbed.waiting import wait_for
 
 NAMESPACE = "bridge-secrets.servicebus.windows.net"
 KEY_PASSWORD = "pw-ssl-key-7f3a9c"
 SQS_SECRET = "sqs-secret-9d2e1b-SECRET"
-
-
-async def wait_until(predicate: Callable[[], bool], limit: float = 60.0) -> None:
-    deadline = time.monotonic() + limit
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.1)
 
 
 def test_scrub_removes_every_new_kind_of_secret() -> None:
@@ -96,10 +88,10 @@ async def test_no_secret_in_logs_metrics_or_check_config(
         bridge.start()
         await asyncio.to_thread(bridge.wait_http, "/healthz")
         # the sink and the Kafka source authenticated; the Event Hubs source presented tokens and was refused
-        await wait_until(lambda: sum(1 for _, ok in front.tokens if ok) >= 2)
-        await wait_until(lambda: any(p.type == "jwt" and not p.accepted and p.audience.startswith(f"sb://{NAMESPACE}")
-                                     for p in eventhubs_server.put_tokens))
-        await wait_until(lambda: "eventhubs.receive_error" in bridge.log_path.read_text())
+        await wait_for(lambda: sum(1 for _, ok in front.tokens if ok) >= 2, within=60)
+        await wait_for(lambda: any(p.type == "jwt" and not p.accepted and p.audience.startswith(f"sb://{NAMESPACE}")
+                                     for p in eventhubs_server.put_tokens), within=60)
+        await wait_for(lambda: "eventhubs.receive_error" in bridge.log_path.read_text(), within=60)
         _, metrics = await asyncio.to_thread(bridge.get, "/metrics")
     finally:
         with contextlib.suppress(Exception):

@@ -12,7 +12,6 @@ import http.client
 import json
 import subprocess
 import sys
-import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -27,6 +26,7 @@ from bridge.testing.events import sagemaker_training_event
 from testbed.docker import HARDENED, Container, Docker, run_with_memory_limit
 from testbed.kafka import collect, committed_and_end, produce
 from testbed.servers import free_port
+from testbed.waiting import wait_for_sync
 from tests.deploy.lockfile import RUNTIME_LOCK, read_lock
 
 pytestmark = pytest.mark.timeout(1200)  # the first test may wait for the engine install, base and build
@@ -84,19 +84,16 @@ def _http(port: int, path: str) -> tuple[int, bytes]:
 
 
 def _wait_http(container: Container, port: int, path: str, status: int = 200, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
+    def answered() -> bool:
         if not container.state().get("Running"):
             pytest.fail(f"container exited: {container.state()}\n{container.logs()[-4000:]}")
         try:
-            last = _http(port, path)[0]
-            if last == status:
-                return
-        except OSError as exc:
-            last = exc
-        time.sleep(0.3)
-    pytest.fail(f"{path} did not answer {status} (last: {last}):\n{container.logs()[-4000:]}")
+            return _http(port, path)[0] == status
+        except OSError:
+            return False
+
+    wait_for_sync(answered, within=timeout, every=0.3,
+                  what=lambda: f"{path} answering {status}:\n{container.logs()[-4000:]}")
 
 
 def _bridge_config(tmp_path: Path, bootstrap: str, topics: dict[str, str], group: str) -> tuple[Path, int]:

@@ -40,6 +40,7 @@ from testbed.prometheus import (
     substitute,
 )
 from testbed.servers import Tansu
+from testbed.waiting import ConditionNotReached, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 OBS = ROOT / "deploy" / "observability"
@@ -71,14 +72,17 @@ T = TypeVar("T")
 
 async def eventually(probe: Callable[[], T], ok: Callable[[T], bool], timeout: float, what: str) -> T:
     """Call ``probe`` (blocking, run in a thread) every 0.5 s until ``ok`` holds; fail with the last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await asyncio.to_thread(probe)
-        if ok(value):
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} within {timeout}s; last: {value!r}")
-        await asyncio.sleep(0.5)
+    last: list[T] = []
+
+    async def holds() -> bool:
+        last[:] = [await asyncio.to_thread(probe)]
+        return ok(last[0])
+
+    try:
+        await wait_for(holds, within=timeout, every=0.5)
+    except ConditionNotReached:
+        pytest.fail(f"{what} within {timeout}s; last: {last[0]!r}")
+    return last[0]
 
 
 def prometheus_for(bridge_port: int, workdir: Path) -> Prometheus:

@@ -19,6 +19,7 @@ from bridge.sources.kafka import KafkaSource, KafkaSourceConfig
 from bridge.testing.sources import collect_batches
 from testbed.servers import Tansu, free_port
 from testbed.tls import TestCA, TlsProxy
+from testbed.waiting import wait_for
 from tests.fixtures.kafka_aws import unique
 
 Record = tuple[int, bytes | None, bytes | None, list[tuple[str, bytes]]]
@@ -189,9 +190,10 @@ async def test_commit_task_survives_a_cancellation_raised_inside_the_client(
         for batch in batches:
             assert batch.ack is not None
             await batch.ack()
-        async with asyncio.timeout(10):
-            while await group_offsets(tansu_bootstrap, topic, group) != {TopicPartition(topic, 0): 4}:
-                await asyncio.sleep(0.1)
+        async def committed() -> bool:
+            return await group_offsets(tansu_bootstrap, topic, group) == {TopicPartition(topic, 0): 4}
+
+        await wait_for(committed, within=10, what="offset 4 committed after the failed commit")
         assert failures == 1
         assert source._commit_task is not None and not source._commit_task.done()
     finally:

@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError
 
 from bridge.sources.sqs import SqsSource, SqsSourceConfig
 from bridge.testing.sources import collect_batches
+from testbed.waiting import wait_for
 from tests.fixtures.kafka_aws import unique
 
 SAGEMAKER_DETAIL = {
@@ -159,13 +160,10 @@ async def test_lag_reports_the_queue_backlog_until_everything_is_received(
     queue = url.rsplit("/", 1)[-1]
     await source.start()
     try:
-        async with asyncio.timeout(10):
-            while source.lag() != {queue: 25}:  # receivers start with batches(): nothing received yet
-                await asyncio.sleep(0.05)
+        # receivers start with batches(): nothing received yet
+        await wait_for(lambda: source.lag() == {queue: 25}, within=10, what="the backlog of 25")
         batches = await collect(source, 25)
-        async with asyncio.timeout(10):
-            while source.lag() != {queue: 0}:
-                await asyncio.sleep(0.05)
+        await wait_for(lambda: source.lag() == {queue: 0}, within=10, what="an empty backlog")
         for batch in batches:
             assert batch.ack is not None
             await batch.ack()

@@ -14,6 +14,7 @@ from bridge.retry import Backoff
 from bridge.state.lifecycle import Lifecycle
 from bridge.state.store import Entry, MemoryStateStore, StateKey, Write
 from bridge.testing.memory import CapturingSink, InMemorySource
+from testbed.waiting import wait_for
 from tests.state.helpers import batch, feed, job_event, pipeline, published
 
 ROUTES = [
@@ -58,8 +59,7 @@ async def test_states_are_recorded_only_once_the_sink_confirmed_them() -> None:
     failing.fail_next = 10**9
     p1 = _with_store(pipeline({"reorder": {"enabled": False}, "routes": ROUTES}, failing), store)
     await p1.submit(batch(job_event("a1", "job-a", 1)))
-    while failing.publish_calls < 3:  # retrying
-        await asyncio.sleep(0.01)
+    await wait_for(lambda: failing.publish_calls >= 3, what="publish retried")
     await p1.close(grace=0.2)  # the process ends without having published
     assert len(store) == 0 and failing.records == []
     sink = CapturingSink()
@@ -141,10 +141,8 @@ async def test_a_failing_state_store_blocks_or_publishes_unchecked_like_the_dedu
         lifecycle.guard._retries = Backoff(0.01, 0.05).retries()
         run = asyncio.create_task(feed(p, job_event("x1", "job-x", 1), job_event("x2", "job-x", 2)))
         if policy == "block":
-            for _ in range(200):
-                await asyncio.sleep(0.01)
-                if lifecycle.guard.store_error:
-                    break
+            guard = lifecycle.guard
+            await wait_for(lambda: guard.store_error, what="the state store failing")  # noqa: B023 (awaited in this iteration)
             assert lifecycle.guard.store_error == "ConnectionError: Connection refused" and sink.records == []
             store.fail = False
             await asyncio.wait_for(run, 10)

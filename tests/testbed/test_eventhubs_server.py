@@ -21,6 +21,7 @@ from proton import Message
 from testbed.amqp_padding import pad_frame
 from testbed.eventhubs_server import EventHubsServer, emulator_connection_string, free_port
 from testbed.eventhubs_store import EventStore, encode_event, parse_selector, start_index, unpack_batch
+from testbed.waiting import wait_for
 
 TIMEOUT = 20.0
 
@@ -144,10 +145,7 @@ async def test_consumer_position_filters_offset_sequence_time_and_latest(
     assert [body(e) for e in by_time] == [b"d"]
 
     async def publish_when_attached() -> None:
-        for _ in range(400):
-            if eventhubs_server.receivers(name).get("0", 0):
-                break
-            await asyncio.sleep(0.05)
+        await wait_for(lambda: eventhubs_server.receivers(name).get("0", 0), within=20, what="the receiver attached")
         eventhubs_server.publish(name, [b"e"], partition_id="0")
 
     publisher = asyncio.create_task(publish_when_attached())
@@ -177,18 +175,11 @@ async def test_higher_owner_level_receiver_steals_the_partition(
         low.receive(on_event, partition_id="0", owner_level=1, on_error=on_error, starting_position="@latest")
     )
     try:
-        for _ in range(400):
-            if eventhubs_server.receivers(name).get("0") == 1:
-                break
-            await asyncio.sleep(0.05)
+        await wait_for(lambda: eventhubs_server.receivers(name).get("0") == 1, within=20, what="the receiver attached")
         high_task = asyncio.create_task(
             high.receive(on_event, partition_id="0", owner_level=2, starting_position="@latest")
         )
-        for _ in range(400):
-            if errors:
-                break
-            await asyncio.sleep(0.05)
-        assert errors, "the lower owner level receiver was not disconnected"
+        await wait_for(lambda: errors, within=20, what="the lower owner level receiver disconnected")
         text = repr(errors[0]).lower()
         assert "stolen" in text or "disconnect" in text
         assert eventhubs_server.receivers(name) == {"0": 1}
@@ -325,19 +316,12 @@ async def test_receivers_of_a_killed_client_are_forgotten(
     name, conn = hub
     proc = await asyncio.create_subprocess_exec(sys.executable, "-c", _KILLED_CONSUMER, conn)
     try:
-        for _ in range(400):
-            if eventhubs_server.receivers(name).get("0"):
-                break
-            await asyncio.sleep(0.05)
+        await wait_for(lambda: eventhubs_server.receivers(name).get("0"), within=20, what="the receiver attached")
         assert eventhubs_server.receivers(name) == {"0": 1}
     finally:
         proc.kill()
         await proc.wait()
-    for _ in range(200):
-        if not eventhubs_server.receivers(name):
-            break
-        await asyncio.sleep(0.05)
-    assert eventhubs_server.receivers(name) == {}
+    await wait_for(lambda: not eventhubs_server.receivers(name), within=10, what="the killed client's receiver gone")
     eventhubs_server.publish(name, [b"after"], partition_id="0")
     got = await receive(conn, "0", 1, starting_position="-1")
     assert [body(e) for e in got] == [b"after"]
