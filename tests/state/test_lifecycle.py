@@ -168,17 +168,11 @@ async def test_daemon_is_not_ready_while_its_own_state_store_fails_and_recovers(
     runner = asyncio.create_task(daemon.run())
     try:
         src.put(job_event("d1", "job-d", 1))
-        for _ in range(500):
-            await asyncio.sleep(0.01)
-            if any(r.startswith("state store: ConnectionError") for r in daemon.not_ready_reasons()):
-                break
-        assert any(r.startswith("state store: ConnectionError") for r in daemon.not_ready_reasons())
+        await wait_for(lambda: any(r.startswith("state store: ConnectionError") for r in daemon.not_ready_reasons()),
+                       within=5, what="not ready because of the state store")
         assert sink.records == []
         store.fail = False
-        for _ in range(500):
-            await asyncio.sleep(0.01)
-            if sink.records and daemon.ready():
-                break
+        await wait_for(lambda: sink.records and daemon.ready(), within=5, what="published and ready again")
         assert [d.event.id for d in sink.routed] == ["d1"] and daemon.ready()
     finally:
         daemon.request_stop()
