@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 import orjson
@@ -94,15 +96,19 @@ def test_normalized_data_and_encodings_keep_big_integers() -> None:
     assert json.loads(ev.to_json())["data"]["Huge"] == n
 
 
+def bridge_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The real command line in a subprocess (in-process runs would leave logging bound to pytest's streams)."""
+    return subprocess.run([sys.executable, "-m", "bridge.cli", *args], capture_output=True, text=True, timeout=60,
+                          check=False)
+
+
 def test_replay_keeps_big_integers_exact(tmp_path: Any) -> None:
     """``bridge replay`` writes a payload integer beyond 64 bits exactly as it came in (not as a float)."""
-    from bridge.cli import main
-
     n = 123456789012345678901234567890
     src = tmp_path / "in.jsonl"
     src.write_bytes(_sagemaker({"Huge": n}) + b"\n")
     out = tmp_path / "out.jsonl"
-    assert main(["replay", "--input", str(src), "--output", str(out)]) == 0
+    assert bridge_cli("replay", "--input", str(src), "--output", str(out)).returncode == 0
     (line,) = out.read_bytes().splitlines()
     assert f'"Huge":{n}'.encode() in line
     assert json.loads(line)["event"]["data"]["Huge"] == n
@@ -112,8 +118,6 @@ def test_untrusted_event_with_a_big_integer_beside_a_trusted_one(tmp_path: Any) 
     """An untrusted event holding an integer beyond 64 bits, in an array with a trusted one, is dead-lettered
     alone as untrusted (its JSON written exactly); the trusted one is published (it was dead-lettered with the
     whole message as ``normalize failed: TypeError: Integer exceeds 64-bit range``)."""
-    from bridge.cli import main
-
     n = 2**70
     untrusted = json.loads(_sagemaker({"Huge": n}).decode().replace("123456789012", "222222222222"))
     trusted = {**json.loads(_sagemaker({})), "id": "trusted-1"}
@@ -121,7 +125,8 @@ def test_untrusted_event_with_a_big_integer_beside_a_trusted_one(tmp_path: Any) 
     src = tmp_path / "in.jsonl"
     src.write_text(json.dumps([untrusted, trusted]) + "\n")
     out = tmp_path / "out.jsonl"
-    assert main(["replay", "--config", str(tmp_path / "trust.yaml"), "--input", str(src), "--output", str(out)]) == 0
+    assert bridge_cli("replay", "--config", str(tmp_path / "trust.yaml"), "--input", str(src),
+                      "--output", str(out)).returncode == 0
     lines = [json.loads(x) for x in out.read_bytes().splitlines()]
     assert [x["event"]["id"] for x in lines if x["route"] != "deadletter"] == ["trusted-1"]
     (dead,) = [x for x in lines if x["route"] == "deadletter"]
@@ -129,12 +134,10 @@ def test_untrusted_event_with_a_big_integer_beside_a_trusted_one(tmp_path: Any) 
     assert json.loads(dead["input"])["detail"]["Huge"] == n
 
 
-def test_test_filter_compares_big_integers_exactly(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+def test_test_filter_compares_big_integers_exactly(tmp_path: Any) -> None:
     """``bridge test-filter`` reads the event with exact integers: 2**64+1 is not equal to 2**64 (as floats they
     were the same number)."""
-    from bridge.cli import main
-
     (tmp_path / "f.json").write_text(json.dumps({"detail": {"Huge": [2**64]}}))
     (tmp_path / "e.json").write_text(_sagemaker({"Huge": 2**64 + 1}).decode())
-    assert main(["test-filter", "--filter", str(tmp_path / "f.json"), "--event", str(tmp_path / "e.json")]) == 0
-    assert capsys.readouterr().out.strip() == "false"
+    res = bridge_cli("test-filter", "--filter", str(tmp_path / "f.json"), "--event", str(tmp_path / "e.json"))
+    assert res.returncode == 0 and res.stdout.strip() == "false", res

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
 from typing import Any
 
 import orjson
@@ -102,12 +104,12 @@ def test_binary_mode_versions() -> None:
 
 def test_replay_dead_letters_other_versions(tmp_path: Any) -> None:
     """Through ``bridge replay``, a 0.2 event is dead-lettered with the reason and a 0.3 one is published as 1.0."""
-    from bridge.cli import main
-
     src = tmp_path / "in.jsonl"
     src.write_bytes(orjson.dumps(_ce(specversion="0.2")) + b"\n" + orjson.dumps(_ce(specversion="0.3")) + b"\n")
     out = tmp_path / "out.jsonl"
-    assert main(["replay", "--input", str(src), "--output", str(out)]) == 0
+    res = subprocess.run([sys.executable, "-m", "bridge.cli", "replay", "--input", str(src), "--output", str(out)],
+                         capture_output=True, timeout=60, check=False)  # a subprocess: logging stays untouched here
+    assert res.returncode == 0, res.stderr
     lines = [orjson.loads(x) for x in out.read_bytes().splitlines()]
     dead = [x for x in lines if x["route"] == "deadletter"]
     published = [x for x in lines if x["route"] != "deadletter"]
