@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import gc
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
@@ -35,6 +35,9 @@ from bridge.pipeline.dedup import MemoryDedupStore
 from bridge.retry import CONNECT, Retries, pause
 from bridge.sources import registry
 from bridge.sources.registry import SourceResources, SourceSettings
+
+if TYPE_CHECKING:
+    from bridge.state.store import StateStore
 
 log = structlog.get_logger("bridge.daemon")
 
@@ -56,7 +59,8 @@ class Daemon:
     """The running bridge. ``run()`` returns the process exit code."""
 
     def __init__(self, cfg: BridgeConfig, sources: list[Source] | None = None, sink: Sink | None = None,
-                 watchdog: ShutdownWatchdog | None = None) -> None:
+                 watchdog: ShutdownWatchdog | None = None, state_store: StateStore | None = None) -> None:
+        """``sources``, ``sink`` and ``state_store`` replace the ones the config would build (tests, embedding)."""
         self.cfg = cfg
         self.metrics = Metrics()
         self.plan: Plan = memory_plan(cfg)
@@ -69,7 +73,8 @@ class Daemon:
         self.sources = sources
         self.sink = sink if sink is not None else build_sink(cfg)
         self.store = build_dedup_store(cfg, self.plan) if cfg.dedup.enabled else None
-        self.pipeline: Pipeline = build_pipeline(cfg, self.sink, self.metrics, self.store, self.budget)
+        self.pipeline: Pipeline = build_pipeline(cfg, self.sink, self.metrics, self.store, self.budget,
+                                                 state_store=state_store)
         self.metrics.prime([s.name for s in self.sources], [r.name for r in cfg.routes],
                            cfg.reorder.late_policy if cfg.reorder.enabled else None)
         self.queue: asyncio.Queue[SourceBatch | None] = asyncio.Queue(maxsize=8)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from itertools import pairwise
+from typing import Any
 
 import aiohttp
 import pytest
@@ -85,20 +86,34 @@ async def test_cancelled_error_raised_inside_the_sink_is_retried_not_fatal() -> 
     assert sink.publish_calls >= 4 and src.all_acked_once
 
 
+class _RecordBug:
+    """An encoder that fails when the delivery worker builds an outgoing record (a bug on the worker's path)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def record(self, *args: Any) -> Any:
+        raise RuntimeError("bug while building a record")
+
+
+class _SinkWithABuggyEncoder(CapturingSink):
+    @property
+    def encoder(self) -> Any:
+        return _RecordBug(super().encoder)
+
+
 async def test_a_dead_delivery_worker_stops_the_daemon_with_exit_1_instead_of_stalling() -> None:
     """If the delivery worker ends on an unexpected error, the daemon exits 1 (so the orchestrator restarts
     it) and acks nothing it did not deliver."""
     cfg = parse_config({"http": {"host": "127.0.0.1", "port": 0}, "reorder": {"enabled": False}})
     src = InMemorySource(name="mem")
-    sink = CapturingSink()
+    sink = _SinkWithABuggyEncoder()
     daemon = Daemon(cfg, sources=[src], sink=sink)
-
-    def bug(deliveries: object) -> None:
-        raise RuntimeError("bug after publish")
-
-    daemon.pipeline.delivery._count = bug  # type: ignore[method-assign,assignment]
     assert await _run_until_delivered_or_exit(daemon, src, sink, 5) == 1
-    assert src.acks == []  # published, but never settled: redelivered after the restart (at least once)
+    assert src.acks == [] and sink.records == []  # never delivered: redelivered after the restart (at least once)
 
 
 class _SourceFailingOnce(InMemorySource):

@@ -124,7 +124,7 @@ async def test_duplicates_are_acked_but_not_republished() -> None:
     await run_source(p, src)
     assert [d.event.id for d in sink.routed] == ["1", "2"]
     assert src.all_acked_once and src.batches_yielded == 3
-    assert p.metrics.duplicates.labels("memory")._value.get() == 1
+    assert p.metrics.registry.get_sample_value("bridge_duplicates_dropped_total", {"source": "memory"}) == 1
 
 
 async def test_two_copies_in_one_batch_of_an_already_delivered_event_do_not_hold_the_ack() -> None:
@@ -189,7 +189,7 @@ async def test_late_policies_emit_drop_and_deadletter() -> None:
         else:
             assert [d.event.id for d in sink.routed] == ["1"]
             assert len(sink.dead) == 1 and "late event" in sink.dead[0].reason
-        assert p.metrics.late.labels(policy)._value.get() == 1
+        assert p.metrics.registry.get_sample_value("bridge_late_events_total", {"policy": policy}) == 1
 
 
 async def test_bad_input_goes_to_deadletter_with_reason_and_batch_is_acked() -> None:

@@ -83,15 +83,19 @@ def test_each_id_passes_exactly_once_property(batches: list[list[int]]) -> None:
     async def run() -> list[int]:
         dedup = Deduplicator(MemoryDedupStore(clock=FakeClock()))
         passed: list[int] = []
+        unsettled: set[int] = set()  # passed (FRESH) and not settled yet: really in flight
         for i, batch in enumerate(batches):
             keys = [("s", str(x)) for x in batch]
             flags = await dedup.split(keys)
-            # a copy flagged INFLIGHT waits for its original: that original must really be in flight
-            assert all(k in dedup._inflight for k, d in zip(keys, flags, strict=True) if d == INFLIGHT)
             fresh = [x for x, d in zip(batch, flags, strict=True) if d == FRESH]
+            # a copy flagged INFLIGHT waits for its original: that original must really be in flight
+            assert all(x in unsettled or x in fresh for x, d in zip(batch, flags, strict=True) if d == INFLIGHT)
             passed.extend(fresh)
+            unsettled.update(fresh)
+            assert dedup.inflight == len(unsettled)
             if i % 2:  # settle every other batch late, to mix in-flight and recorded states
                 await dedup.settle([("s", str(x)) for x in fresh])
+                unsettled.difference_update(fresh)
         return passed
 
     passed = asyncio.new_event_loop().run_until_complete(run())

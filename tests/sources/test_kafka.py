@@ -195,7 +195,15 @@ async def test_commit_task_survives_a_cancellation_raised_inside_the_client(
 
         await wait_for(committed, within=10, what="offset 4 committed after the failed commit")
         assert failures == 1
-        assert source._commit_task is not None and not source._commit_task.done()
+        await produce(tansu_bootstrap, topic, [(0, None, b"v", []) for _ in range(2)])
+        for batch in await collect(source, 2):  # later acks keep committing: the commit task is alive
+            assert batch.ack is not None
+            await batch.ack()
+
+        async def committed_later() -> bool:
+            return await group_offsets(tansu_bootstrap, topic, group) == {TopicPartition(topic, 0): 6}
+
+        await wait_for(committed_later, within=10, what="offset 6 committed by the same commit task")
     finally:
         await source.stop()
 

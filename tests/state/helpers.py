@@ -11,6 +11,7 @@ from bridge.config import parse_config
 from bridge.metrics import Metrics
 from bridge.model import RawMessage, SourceBatch
 from bridge.pipeline.core import Pipeline
+from bridge.state.store import StateStore
 from bridge.testing.events import sagemaker_training_event
 from bridge.testing.memory import CapturingSink
 
@@ -23,9 +24,11 @@ def job_event(id: str, job: str, second: int, status: str = "InProgress", second
     return ev
 
 
-def pipeline(cfg: dict[str, Any], sink: CapturingSink | None = None) -> Pipeline:
-    """A pipeline built from a config dict (as ``bridge run`` builds it), publishing into ``sink``."""
-    return build_pipeline(parse_config(cfg), sink if sink is not None else CapturingSink(), Metrics())
+def pipeline(cfg: dict[str, Any], sink: CapturingSink | None = None, state_store: StateStore | None = None) -> Pipeline:
+    """A pipeline built from a config dict (as ``bridge run`` builds it), publishing into ``sink``; with
+    ``state_store``, its last states live there (two pipelines sharing one: a restart, or replicas)."""
+    return build_pipeline(parse_config(cfg), sink if sink is not None else CapturingSink(), Metrics(),
+                          state_store=state_store)
 
 
 def batch(*events: dict[str, Any], source: str = "src") -> SourceBatch:
