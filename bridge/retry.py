@@ -7,10 +7,11 @@ failed together (a broker restart) do not retry in lockstep; a delay never excee
 
 The waiting itself stays with the loop, because the loops wait differently: most ``await asyncio.sleep`` (a
 cancellation ends the wait at once), the daemon waits on its stop event (``pause``), and the dedup stage in
-mode ``pass`` does not wait at all but skips the store until the delay has passed. A retry library (tenacity,
-stamina, backoff) wraps a call instead, which fits none of the last two, and each loop also has to tell a real
-cancellation from a ``CancelledError`` raised inside a client library (``bridge.aio``); so this is one small
-helper rather than a dependency.
+mode ``pass`` does not wait at all but skips the store until the delay has passed. The retry libraries looked at
+(tenacity, stamina, backoff) wrap a call or a block and do the waiting themselves; tenacity could be bent to the
+first two cases (a custom ``sleep``, a predicate that tells a real cancellation from a ``CancelledError`` raised
+inside a client library, ``bridge.aio``), not to the third, and none of that is shorter than this helper. So the
+policy is one small module rather than a new dependency.
 """
 
 from __future__ import annotations
