@@ -50,15 +50,35 @@ class LimitsConfig(BaseModel):
     )
 
 
-def cgroup_memory_limit(root: Path = Path("/sys/fs/cgroup")) -> int | None:
-    """The memory limit of this process's cgroup in bytes (v2, then v1), or None when there is none."""
-    for path in (root / "memory.max", root / "memory" / "memory.limit_in_bytes"):
-        with contextlib.suppress(OSError, ValueError):
-            text = path.read_text().strip()
-            if text == "max":
-                return None
-            value = int(text)
-            return value if 0 < value < _UNLIMITED else None
+def _own_cgroup_dirs(root: Path, proc_cgroup: Path) -> list[Path]:
+    """The memory cgroup directories of this process, most specific first: its own (v2 ``0::/path``, v1
+    ``N:memory:/path``, from /proc/self/cgroup), then the mount's root (what a container sees as its own)."""
+    dirs: list[Path] = []
+    with contextlib.suppress(OSError):
+        for line in proc_cgroup.read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            rel = path.strip("/")
+            if controllers == "" and rel:
+                dirs.append(root / rel)
+            elif "memory" in controllers.split(",") and rel:
+                dirs.append(root / "memory" / rel)
+    return [*dirs, root, root / "memory"]
+
+
+def cgroup_memory_limit(
+    root: Path = Path("/sys/fs/cgroup"), proc_cgroup: Path = Path("/proc/self/cgroup")
+) -> int | None:
+    """The memory limit of this process's cgroup in bytes (v2 ``memory.max``, v1 ``memory.limit_in_bytes``), or
+    None when there is none."""
+    for directory in _own_cgroup_dirs(root, proc_cgroup):
+        for name in ("memory.max", "memory.limit_in_bytes"):
+            path = directory / name
+            with contextlib.suppress(OSError, ValueError):
+                text = path.read_text().strip()
+                if text == "max":
+                    return None
+                value = int(text)
+                return value if 0 < value < _UNLIMITED else None
     return None
 
 
@@ -93,10 +113,11 @@ class Plan:
         }
 
 
-def plan(cfg: LimitsConfig, cgroup_root: Path = Path("/sys/fs/cgroup")) -> Plan:
+def plan(cfg: LimitsConfig, cgroup_root: Path = Path("/sys/fs/cgroup"),
+         proc_cgroup: Path = Path("/proc/self/cgroup")) -> Plan:
     if cfg.memory_mb is not None:
         return Plan(cfg.memory_mb, "config")
-    limit = cgroup_memory_limit(cgroup_root)
+    limit = cgroup_memory_limit(cgroup_root, proc_cgroup)
     if limit is not None:
         return Plan(max(192, limit // MiB), "cgroup")
     return Plan(DEFAULT_MEMORY_MB, "default")

@@ -24,7 +24,7 @@ import yaml
 
 from bridge.testing.events import sagemaker_training_event
 from testbed.docker import HARDENED, Container, Docker, run_with_memory_limit
-from testbed.kafka import collect, committed_and_end, produce
+from testbed.kafka import collect, committed_and_end, produce, produce_fast
 from testbed.servers import free_port
 from testbed.waiting import wait_for_sync
 from tests.deploy.lockfile import RUNTIME_LOCK, read_lock
@@ -298,3 +298,59 @@ async def test_run_under_a_memory_limit_reports_exit_and_peak_memory(
     assert 20 * 2**20 < run.peak_bytes < 768 * 2**20
     print(f"peak memory of `bridge run` over {len(events)} events: {run.peak_bytes / 2**20:.1f} MiB")
     assert orjson.loads(run.logs.splitlines()[-1])["event"] == "daemon.stopped"
+
+
+async def test_a_backlog_far_larger_than_its_memory_drains_under_the_kubernetes_limit(
+    docker: Docker, bridge_image: str, tansu_bootstrap: str, topics: dict[str, str], tmp_path: Path
+) -> None:
+    """The image under the Deployment's 768 MiB limit, with the ConfigMap's dedup/reorder settings and routes (plus a
+    catch-all), drains a 40,000-event backlog of 4 KB events (about 1 GB as parsed events; the bridge before the
+    memory budget was OOM-killed by such backlogs): every event published, exit 0, no OOM kill, the peak under the
+    limit, and the budget taken from the container's cgroup (no limits in the config)."""
+    n = 40_000
+    bodies: list[bytes] = []
+    for i in range(n):
+        ev = sagemaker_training_event(f"b-{i}", f"bjob{i % 2000}", i // 2000, "Failed" if i % 7 == 0 else "InProgress")
+        ev["detail"]["Notes"] = "n" * 4000
+        bodies.append(orjson.dumps(ev))
+    await produce_fast(tansu_bootstrap, topics["raw"], bodies)
+    port = free_port()
+    cfg = {
+        "http": {"host": "127.0.0.1", "port": port},
+        "sources": [{"type": "kafka", "name": "kafka", "bootstrap_servers": tansu_bootstrap,
+                     "topics": [topics["raw"]], "group_id": f"backlog-{uuid.uuid4().hex[:8]}",
+                     "session_timeout_ms": 3000, "heartbeat_interval_ms": 500}],
+        "dedup": {"enabled": True, "window_seconds": 3600, "max_entries": 1_000_000},  # configmap (memory store)
+        "reorder": {"enabled": True, "max_delay_ms": 2000, "max_events": 100_000, "late_policy": "emit"},
+        "routes": [
+            {"name": "failed-jobs", "topic": topics["failed"],
+             "filters": [{"pattern": {"type": ["ml.job.status_changed"], "status": ["failed"]}}]},
+            {"name": "models", "topic": topics["dead"] + "-models",
+             "filters": [{"pattern": {"includedEventTypes": ["ml.model.registered"]}}]},
+            {"name": "all", "topic": topics["all"]},
+        ],
+        "deadletter": {"topic": topics["dead"]},
+        "sink": {"type": "kafka", "bootstrap_servers": tansu_bootstrap},
+        "shutdown": {"grace_seconds": 15},
+    }
+    config = tmp_path / "backlog.yaml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    config.chmod(0o644)
+
+    def all_published() -> bool:
+        try:
+            body = _http(port, "/metrics")[1].decode()
+        except OSError:
+            return False
+        return f'bridge_events_out_total{{route="all"}} {n}.0' in body
+
+    started = time.monotonic()
+    run = run_with_memory_limit(docker, bridge_image, config, all_published, memory="768m", timeout=600)
+    seconds = time.monotonic() - started
+    assert run.reached, run.logs[-4000:]
+    assert run.exit_code == 0 and not run.oom_killed, run.logs[-4000:]
+    budget = next(orjson.loads(line) for line in run.logs.splitlines() if '"daemon.memory_budget"' in line)
+    assert (budget["origin"], budget["memory_mb"]) == ("cgroup", 768)
+    print(f"backlog of {n} events ({sum(map(len, bodies)) / 2**20:.0f} MiB) drained under --memory 768m in "
+          f"{seconds:.0f} s: peak {run.peak_bytes / 2**20:.0f} MiB (cgroup, page cache included)")
+    assert run.peak_bytes < 768 * 2**20
