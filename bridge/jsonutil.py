@@ -4,7 +4,7 @@ orjson holds integers in 64 bits: on input a larger integer literal becomes a fl
 error) and on output a larger ``int`` is a ``TypeError``; it also refuses to write data nested deeper than 255
 levels, which it reads (up to 1024). The bridge promises ``data`` untouched, so:
 
-- ``loads``: orjson, unless the text holds a run of 19 or more digits (one regex scan at C speed; no 64-bit
+- ``loads``: orjson, unless the text holds a run of 19 or more digits (a translate and a find at C speed; no 64-bit
   integer needs more than 20 and every shorter literal fits), in which case the standard library parses it
   with exact ``int``s. orjson still validates it first where it can, so both paths accept and reject the same
   documents (invalid UTF-8, lone surrogates, ``NaN``, nesting beyond 1024). An integer literal longer than
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import sys
 from typing import Any, Final
 
@@ -28,7 +27,8 @@ import orjson
 JSONDecodeError = json.JSONDecodeError
 MAX_INT_DIGITS: Final = 4300  # sys.int_info.default_max_str_digits: int <-> str beyond this raises
 MAX_DEPTH: Final = 1024  # orjson's parser limit; the fallbacks honour it too
-_LONG_DIGITS: Final = re.compile(rb"[0-9]{19}")
+_DIGITS_AS_ZERO: Final = bytes(48 if 48 <= c <= 57 else 120 for c in range(256))  # digit -> "0", else "x"
+_LONG_RUN: Final = b"0" * 19
 _NUMBER_TOO_BIG: Final = "number is infinity when parsed as double"
 
 
@@ -106,7 +106,9 @@ def _check_like_orjson(value: Any) -> None:
 def loads(data: bytes | bytearray | memoryview | str) -> Any:
     """Parse JSON; integers of any size (up to ``MAX_INT_DIGITS`` digits) come out exact."""
     raw = _as_bytes(data)
-    if _LONG_DIGITS.search(raw) is None:
+    # a run of 19 digits, found with two C-speed passes (a regular expression took 40 us per KiB: a quarter of
+    # the bridge's time per event)
+    if raw.translate(_DIGITS_AS_ZERO).find(_LONG_RUN) == -1:
         return orjson.loads(raw)
     return _exact_loads(raw)
 
