@@ -227,7 +227,7 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
             if args.mode == "docker":
                 raise
             print(f"[backlog] no container engine ({exc!r:.200}); using a memory cgroup", file=sys.stderr)
-    base = Path(args.workdir)
+    base = Path(args.workdir).resolve()
     kafka = Tansu(log_dir=base / "tansu")
     kafka.start()
     results = []

@@ -132,8 +132,12 @@ class Delivery:
         for e in box:
             if type(e) is Record:
                 records.append(e)
-                for route in e.routes:
-                    out.append(enc.record(route.name, route.topic, e))
+                routes = e.routes
+                if routes:
+                    first = enc.record(routes[0].name, routes[0].topic, e)
+                    out.append(first)
+                    for route in routes[1:]:  # the same key, value and headers on every further route
+                        out.append(OutRecord(route.name, route.topic, first.key, first.value, first.headers))
             else:
                 assert isinstance(e, DeadRecord)
                 dead.append(e)
