@@ -231,7 +231,7 @@ class Deduplicator(StoreGuard):
         super().__init__(timeout=timeout, on_store_error=on_store_error, backoff=backoff,
                          on_store_failure=on_store_failure, clock=clock)
         self.store = store
-        self._inflight: dict[DedupKey, int] = {}
+        self._inflight: set[DedupKey] = set()  # a set: about 30 bytes less per held event than a dict
         self._memory = store if isinstance(store, MemoryDedupStore) else None
         self._on_bypass = on_bypass
 
@@ -270,7 +270,7 @@ class Deduplicator(StoreGuard):
                 if was_seen:
                     codes[i] = SEEN
                 else:
-                    inflight[keys[i]] = 1
+                    inflight.add(keys[i])
         # A copy of a key that occurs earlier in this call is SEEN like that occurrence when it was delivered
         # before, and INFLIGHT only when that occurrence is now in flight: a copy waiting for an in-flight
         # original that does not exist would hold its batch's ack (and the source position) forever.
@@ -292,9 +292,9 @@ class Deduplicator(StoreGuard):
                             detail="the dedup store is failing: these ids may be published again")
         inflight = self._inflight
         for key in keys:
-            inflight.pop(key, None)
+            inflight.discard(key)
 
     def forget(self, keys: Sequence[DedupKey]) -> None:
         """The events with these keys were not delivered (shutdown before publish): no longer in flight."""
         for key in keys:
-            self._inflight.pop(key, None)
+            self._inflight.discard(key)

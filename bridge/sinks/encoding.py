@@ -7,9 +7,11 @@ Holding bytes instead of parsed objects is what keeps the reorder buffer and the
 
 - binary (default): value = JSON of ``data``; a ``ce_<attribute>`` header per context attribute and extension,
   ``content-type`` = ``datacontenttype``; key = ``partitionkey`` (the subject). ``meta`` packs the header values
-  other than id, source and sequence: a 2-byte layout number (which header names, in which order; layouts are
-  registered on first use) and the values joined by NUL bytes. A value containing a NUL byte (possible in
-  JSON strings) switches that one event to a length-prefixed form (layout 0xFFFF).
+  other than id, source and sequence: a 2-byte layout number and the subject, time and extension values joined
+  by NUL bytes. A layout (registered on first use, at most 4,096) holds the header names and the attributes that
+  take few distinct values (type, platform, origtype, status), so each held event carries only what varies.
+  A value containing a NUL byte (possible in JSON strings), or a full registry, switches that one event to a
+  self-describing length-prefixed form (layout 0xFFFF).
 - structured: value = the CloudEvents JSON format, ``content-type: application/cloudevents+json``; ``meta`` =
   the key. A late event gets ``"late":true`` spliced into the JSON object.
 - dead letters: value = the raw input (or, for an event that could not be published, its structured JSON),
@@ -97,22 +99,40 @@ def ce_headers(event: CloudEvent, *, content_type: bool = True) -> list[Header]:
     return headers
 
 
+_LayoutKey = tuple[str, str, str, str | None, tuple[str, ...], bool]
+
+
+class _Layout:
+    """A registered binary-mode layout: the constant headers of its events (type, platform, origtype, status are
+    few distinct values, so they live here, not in each held event) and the names of its variable tail."""
+
+    __slots__ = ("consts", "own_ct", "tail", "type_pair")
+
+    def __init__(self, key: _LayoutKey) -> None:
+        etype, platform, origtype, status, ext, own_ct = key
+        self.type_pair: Header = ("ce_type", etype.encode())
+        consts: list[Header] = [("ce_platform", platform.encode()), ("ce_origtype", origtype.encode())]
+        if status is not None:
+            consts.append(("ce_status", status.encode()))
+        self.consts = tuple(consts)
+        self.tail = tuple(CE_PREFIX + k for k in ext) + (("content-type",) if own_ct else ())
+        self.own_ct = own_ct
+
+
 class _Layouts:
-    """Registry of binary-mode header layouts: (names before sequence, names after it, own content-type) per
-    number."""
+    """Registry of binary-mode layouts, numbered in order of first use (at most ``_MAX_LAYOUTS``)."""
 
     def __init__(self) -> None:
-        self.by_key: dict[tuple[bool, tuple[str, ...], bool], int] = {}
-        self.items: list[tuple[tuple[str, ...], tuple[str, ...], bool]] = []
+        self.by_key: dict[_LayoutKey, int] = {}
+        self.items: list[_Layout] = []
 
-    def number(self, has_status: bool, ext: tuple[str, ...], own_ct: bool) -> int | None:
-        key = (has_status, ext, own_ct)
+    def number(self, key: _LayoutKey) -> int | None:
         found = self.by_key.get(key)
         if found is not None:
             return found
         if len(self.items) >= _MAX_LAYOUTS:
-            return None  # adversarial variety of extension names: self-describing form, no registry growth
-        self.items.append((*_layout_names(has_status, ext, own_ct), own_ct))
+            return None  # adversarial variety of types or extension names: self-describing form, no growth
+        self.items.append(_Layout(key))
         self.by_key[key] = len(self.items) - 1
         return len(self.items) - 1
 
@@ -155,12 +175,8 @@ class BinaryEncoder:
         data = event.data
         value = dumps(data) if data is not None else b""
         status = event.status
-        values = [event.type.encode(), event.subject.encode(), event.time.encode(), event.platform.encode(),
-                  event.origtype.encode()]
-        if status is not None:
-            values.append(status.encode())
-        split = len(values)
         ext: tuple[str, ...] = ()
+        values = [event.subject.encode(), event.time.encode()]
         if event.extensions:
             ext = tuple(k for k, v in event.extensions.items() if v is not None and k not in _RESERVED)
             ext_values = event.extensions
@@ -168,11 +184,15 @@ class BinaryEncoder:
         own_ct = event.datacontenttype != "application/json"
         if own_ct:
             values.append(event.datacontenttype.encode())
-        number = _layouts.number(status is not None, ext, own_ct)
+        number = _layouts.number((event.type, event.platform, event.origtype, status, ext, own_ct))
         packed = b"\x00".join(values)
         if number is None or packed.count(b"\x00") != len(values) - 1:  # a value holds a NUL byte
             head, tail = _layout_names(status is not None, ext, own_ct)
-            return value, _pack_long(head + tail, values, split)
+            head_values = [event.type.encode(), values[0], values[1], event.platform.encode(),
+                           event.origtype.encode()]
+            if status is not None:
+                head_values.append(status.encode())
+            return value, _pack_long(head + tail, head_values + values[2:], len(head))
         return value, _NUMBERS[number] + packed
 
     def headers(self, held: HeldEvent) -> tuple[bytes, list[Header]]:
@@ -193,17 +213,20 @@ class BinaryEncoder:
             if not tail_pairs or tail_pairs[-1][0] != "content-type":
                 headers.append(_CT_JSON)
             return subject, headers
-        head, tail, own_ct = _layouts.items[number]
+        layout = _layouts.items[number]
         values = meta[2:].split(b"\x00")
-        subject = values[1]
-        headers += zip(head, values, strict=False)  # zip stops with the head names
+        subject = values[0]
+        headers.append(layout.type_pair)
+        headers.append(("ce_subject", subject))
+        headers.append(("ce_time", values[1]))
+        headers += layout.consts
         headers.append(("ce_sequence", held.seq.encode()))
         headers.append(("ce_partitionkey", subject))
         if held.late:
             headers.append(_LATE)
-        if tail:
-            headers += zip(tail, values[len(head):], strict=True)
-        if not own_ct:
+        if layout.tail:
+            headers += zip(layout.tail, values[2:], strict=True)
+        if not layout.own_ct:
             headers.append(_CT_JSON)
         return subject, headers
 
@@ -310,22 +333,24 @@ def _cut(data: bytes, limit: int) -> bytes:
 
 
 def bounded_dead_letter(dead: DeadLetter, value: bytes, extra: list[Header], limit: int) -> OutRecord:
-    """A dead-letter record that fits ``limit`` bytes (value, headers and framing): the reason is kept up to
-    4 KiB, event headers are dropped if they alone would not fit, and the value is cut to what is left."""
-    reason = _cut(dead.reason.encode(), _REASON_MAX)
+    """A dead-letter record that fits ``limit`` bytes (value, headers and framing): the reason is kept up to 4 KiB
+    (a quarter of the room on small limits), event headers are reduced to what identifies the event if they would
+    take more than half the room, and the value is cut to what is left."""
+    budget = max(0, limit - _HEADER_SLACK - 512)  # framing, and room for dlq_size/dlq_sha256/dlq_truncated
+    small = max(16, budget // 16)
     headers: list[Header] = [
-        ("dlq_reason", reason),
-        ("dlq_source", _cut(dead.source.encode(), 1024)),
-        ("dlq_position", _cut(dead.position.encode(), 1024)),
+        ("dlq_reason", _cut(dead.reason.encode(), min(_REASON_MAX, budget // 4))),
+        ("dlq_source", _cut(dead.source.encode(), min(1024, small))),
+        ("dlq_position", _cut(dead.position.encode(), min(1024, small))),
     ]
-    budget = limit - _HEADER_SLACK - 512  # room for the dlq_size/dlq_sha256/dlq_truncated headers
     used = sum(len(k) + len(v) for k, v in headers)
     extra_size = sum(len(k) + len(v) for k, v in extra)
     if used + extra_size <= budget // 2:
         headers += extra
         used += extra_size
     else:  # oversized attributes (a huge subject, say): keep what identifies the event
-        keep = [(k, _cut(v, 512)) for k, v in extra if k in ("ce_id", "ce_source", "ce_type", "ce_subject")]
+        keep = [(k, _cut(v, min(512, small))) for k, v in extra if k in ("ce_id", "ce_source", "ce_type",
+                                                                         "ce_subject")]
         headers += keep
         used += sum(len(k) + len(v) for k, v in keep)
     room = max(0, budget - used)
