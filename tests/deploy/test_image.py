@@ -12,6 +12,7 @@ import http.client
 import json
 import subprocess
 import sys
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
