@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import yaml
 
 from bench.memory import peak_rss_mb, rss_mb
@@ -85,6 +86,8 @@ def bench_config(bootstrap: str, topics: Topics, group: str, http_port: int,
         cfg["sources"][0]["fetch_max_wait_ms"] = fetch_max_wait_ms
     if sink_linger_ms is not None:
         cfg["sink"]["linger_ms"] = sink_linger_ms
+    # experiments: BENCH_SINK='{"max_inflight_groups": 1}' overrides sink settings of every bridge the bench runs
+    cfg["sink"].update(orjson.loads(os.environ.get("BENCH_SINK", "{}")))
     parse_config(cfg, env={})  # fail here, not in the child, if the config is invalid
     return cfg
 

@@ -21,3 +21,10 @@ def reraise_if_cancelled(exc: BaseException, stopping: bool = False) -> None:
     for use in ``except (asyncio.CancelledError, Exception)`` blocks that retry everything else."""
     if isinstance(exc, asyncio.CancelledError) and cancelled_from_outside(stopping):
         raise exc
+
+
+def completed() -> asyncio.Future[None]:
+    """A future that is already done (for an awaitable with nothing to wait for)."""
+    fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    fut.set_result(None)
+    return fut

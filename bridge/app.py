@@ -117,4 +117,5 @@ def build_pipeline(cfg: BridgeConfig, sink: Sink, metrics: Metrics | None = None
         max_outbox_bytes=bounds.delivery_bytes,
         normalize=normalize,
         lifecycle=build_lifecycle(cfg, router, metrics, dedup, state_store),
+        delivery_depth=cfg.sink.max_inflight_groups if cfg.sink is not None else 1,
     )

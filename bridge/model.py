@@ -125,6 +125,12 @@ class Sink(Protocol):
 
     async def publish(self, records: Sequence[OutRecord]) -> None: ...
 
+    async def enqueue(self, records: Sequence[OutRecord]) -> Awaitable[None]:
+        """Hand ``records`` to the broker client and return, without waiting for the broker, an awaitable that
+        completes once every one is confirmed (raising as ``publish`` would). Records of a later call are written
+        after these on every partition, so the pipeline can keep a few groups in flight."""
+        ...
+
     async def stop(self) -> None: ...
 
 

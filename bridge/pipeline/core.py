@@ -64,6 +64,7 @@ class Pipeline:
         retry_backoff: Backoff = PUBLISH,
         trust: TrustPolicy | None = None,
         lifecycle: Lifecycle | None = None,
+        delivery_depth: int = 2,
     ) -> None:
         self.router = router
         self.sink = sink
@@ -85,7 +86,7 @@ class Pipeline:
         self.delivery = Delivery(
             sink, self.encoder, self.settlement, self.metrics, deadletter_topic=deadletter_topic,
             max_bytes=max_outbox_bytes, retry_backoff=retry_backoff, clock=clock, after_delivery=self._update_gauges,
-            lifecycle=self.lifecycle,
+            lifecycle=self.lifecycle, depth=delivery_depth,
         )
         self._worker: asyncio.Task[None] | None = None
 

@@ -1,24 +1,31 @@
 """Delivery: the outbox and the worker that publishes it, with retries and isolation of unpublishable records.
 
-Records leave the ordering stage into the outbox. One worker publishes the whole outbox in one sink call
-while the next one fills (group commit: order is kept, and groups grow with load), then hands what was
-confirmed to settlement. A failed publish is retried with backoff; a *permanent* failure (``PublishError``
-with ``permanent=True``: a record the broker can never take) makes the worker publish the group record by
-record and dead-letter the records that cannot be published, so one bad record never blocks the stream. The
-outbox is bounded in bytes: ``room()`` makes admission wait while it is full (backpressure).
+Records leave the ordering stage into the outbox. One worker takes the whole outbox as a group, hands it to the
+sink (``Sink.enqueue``: in order, without waiting for the broker) and takes the next group while the first
+awaits its confirmations: up to ``depth`` groups in flight (group commit: groups grow with load; the producer
+writes them in order on every partition). Groups are settled oldest first, once confirmed. A failed group is
+retried with backoff; a *permanent* failure (``PublishError`` with ``permanent=True``: a record the broker can
+never take) makes the worker publish the group record by record and dead-letter the records that cannot be
+published, so one bad record never blocks the stream. With ``depth`` above 1, a group that fails for good
+after the producer's own retries (a broker unreachable for longer than its request timeout) is published again
+after the groups behind it: per-subject order then holds within each group, not across them; ``depth`` 1 keeps
+it across groups too, at the cost of one broker round trip per group. The outbox is bounded in bytes:
+``room()`` makes admission wait while it is full (backpressure).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from bridge import logs
-from bridge.aio import reraise_if_cancelled
+from bridge.aio import completed, reraise_if_cancelled
 from bridge.metrics import Metrics
 from bridge.model import DeadLetter, Encoder, OutRecord, PublishError, Sink
 from bridge.pipeline.records import DeadRecord, Record
@@ -31,6 +38,20 @@ if TYPE_CHECKING:
 log = structlog.get_logger("bridge.pipeline")
 
 Entry = Record | DeadRecord
+
+
+@dataclass(slots=True, eq=False)
+class _Group:
+    """One outbox group on its way: what it holds, what was handed to the sink, and the confirmation."""
+
+    box: list[Entry]
+    nbytes: int
+    records: list[Record] = field(default_factory=list)
+    dead: list[DeadRecord] = field(default_factory=list)
+    out: list[OutRecord] = field(default_factory=list)
+    plan: Any = None
+    confirmed: asyncio.Future[None] | None = None
+    started: float = 0.0
 
 
 class Delivery:
@@ -49,6 +70,7 @@ class Delivery:
         clock: Callable[[], float] = time.monotonic,
         after_delivery: Callable[[], None] | None = None,
         lifecycle: Lifecycle | None = None,
+        depth: int = 2,
     ) -> None:
         self.sink = sink
         self.encoder = encoder
@@ -60,6 +82,7 @@ class Delivery:
         self._clock = clock
         self._after = after_delivery
         self.lifecycle = lifecycle  # bridge.state: changes_only routes and the state topic, decided per group
+        self.depth = max(1, depth)  # groups handed to the sink before the oldest is confirmed
         self._outbox: list[Entry] = []
         self._outbox_bytes = 0
         self.bytes = 0  # outbox plus the group being published, until settled
@@ -106,30 +129,49 @@ class Delivery:
 
     # -- the worker -------------------------------------------------------------------------------------
     async def run(self) -> None:
+        inflight: deque[_Group] = deque()
         while True:
-            if not self._outbox:
+            while self._outbox and len(inflight) < self.depth:
+                inflight.append(await self._start(self._take()))
+            if not inflight:
                 self._idle.set()
                 self._room.set()
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            self._idle.clear()
-            box, self._outbox = self._outbox, []
-            box_bytes, self._outbox_bytes = self._outbox_bytes, 0
-            self._room.set()
-            await self._deliver(box)
-            self.bytes -= box_bytes
+            head = inflight[0]
+            assert head.confirmed is not None
+            if len(inflight) < self.depth and not head.confirmed.done():
+                # room for another group: wait for the oldest's confirmation or for new records, whichever first
+                self._wake.clear()
+                if not self._outbox:
+                    woken = asyncio.ensure_future(self._wake.wait())
+                    try:
+                        await asyncio.wait((head.confirmed, woken), return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        woken.cancel()
+                if not head.confirmed.done():
+                    continue
+            inflight.popleft()
+            await self._finish(head)
+            self.bytes -= head.nbytes
             if self._after is not None:
                 self._after()
 
-    async def _deliver(self, box: list[Entry]) -> None:
+    def _take(self) -> _Group:
+        self._idle.clear()
+        box, self._outbox = self._outbox, []
+        nbytes, self._outbox_bytes = self._outbox_bytes, 0
+        self._room.set()
+        return _Group(box, nbytes)
+
+    async def _start(self, group: _Group) -> _Group:
+        """Decide the group's routes (bridge.state), build its records, hand them to the sink."""
         lifecycle = self.lifecycle
-        plan = await lifecycle.plan(box) if lifecycle is not None else None
-        records: list[Record] = []
-        dead: list[DeadRecord] = []
-        out: list[OutRecord] = []
+        group.plan = await lifecycle.plan(group.box) if lifecycle is not None else None
+        records, dead, out = group.records, group.dead, group.out
         enc = self.encoder
-        for e in box:
+        for e in group.box:
             if type(e) is Record:
                 records.append(e)
                 routes = e.routes
@@ -142,13 +184,45 @@ class Delivery:
                 assert isinstance(e, DeadRecord)
                 dead.append(e)
                 out.append(e.out)
-        published = await self._publish(out, box)
+        group.started = time.perf_counter()
+        if not out:  # only records that matched no route: nothing to publish, settle them
+            group.confirmed = completed()
+            return group
+        try:  # awaited here, not in a task of its own: groups reach the producer strictly in order
+            confirmation: Awaitable[None] = await self.sink.enqueue(out)
+        except (asyncio.CancelledError, Exception) as exc:
+            reraise_if_cancelled(exc, self.stopping)
+            failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            failed.set_exception(exc)
+            group.confirmed = failed
+            return group
+        group.confirmed = asyncio.ensure_future(confirmation)
+        return group
+
+    async def _finish(self, group: _Group) -> None:
+        """Settle a group once the sink confirmed it; a failed group is published again (or isolated) first."""
+        assert group.confirmed is not None
+        try:
+            await group.confirmed
+            if group.out:
+                self.metrics.publish_latency.observe(time.perf_counter() - group.started)
+                self.publish_failing = False
+            published = group.out
+        except (asyncio.CancelledError, Exception) as exc:
+            reraise_if_cancelled(exc, self.stopping)
+            self.metrics.publish_errors.inc()
+            self.publish_failing = True
+            if isinstance(exc, PublishError) and exc.permanent:
+                published = await self._isolate(group.box)
+            else:
+                log.warning("pipeline.publish_failed", records=len(group.out), error=f"{type(exc).__name__}: {exc}")
+                published = await self._publish(group.out, group.box)
         now = self._clock()
-        self._observe_latency(records, now)
+        self._observe_latency(group.records, now)
         self._count(published)
-        if lifecycle is not None:
-            await lifecycle.settle(plan)
-        await self.settlement.delivered(records, dead)
+        if self.lifecycle is not None:
+            await self.lifecycle.settle(group.plan)
+        await self.settlement.delivered(group.records, group.dead)
 
     def _observe_latency(self, records: Sequence[Record], now: float) -> None:
         if not records:

@@ -8,11 +8,12 @@ admission, in CloudEvents structured mode; the line embeds those bytes unchanged
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import IO
 
 import orjson
 
+from bridge.aio import completed
 from bridge.model import OutRecord, Probe
 from bridge.sinks.encoding import DEADLETTER_ROUTE, StructuredEncoder
 
@@ -60,6 +61,10 @@ class JsonlSink:
         self.stream.write(b"\n".join(record_line(r) for r in records) + b"\n")
         self.stream.flush()
         self.count += len(records)
+
+    async def enqueue(self, records: Sequence[OutRecord]) -> Awaitable[None]:
+        await self.publish(records)  # written at once: nothing left to confirm
+        return completed()
 
     async def stop(self) -> None:
         self.stream.flush()

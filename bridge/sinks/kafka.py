@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Literal
 
 import structlog
@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 from pydantic import Field
 
+from bridge.aio import completed
 from bridge.kafka_common import KafkaClientSettings
 from bridge.model import Header, OutRecord, Probe, PublishError
 from bridge.sinks.encoding import (
@@ -80,6 +81,12 @@ class KafkaSinkConfig(KafkaClientSettings):
         "= the whole event as a JSON value",
     )
     linger_ms: int = Field(0, ge=0, description="0: the pipeline already hands over whole batches")
+    max_inflight_groups: int = Field(
+        1, ge=1, le=16,
+        description="publish groups handed to the producer before the oldest is confirmed (throughput and latency "
+        "at the broker's round trip); 1 keeps per-subject order across groups even when a group fails for good "
+        "after the producer's retries (docs/operations.md)",
+    )
     max_batch_bytes: int = Field(512 * 1024, ge=1024, description="bytes of one producer batch (per partition)")
     max_request_bytes: int = Field(
         1024 * 1024, ge=1024,
@@ -163,8 +170,13 @@ class KafkaSink:
         log.info("kafka.sink_stopped", sink=self.name)
 
     async def publish(self, records: Sequence[OutRecord]) -> None:
+        await (await self.enqueue(records))
+
+    async def enqueue(self, records: Sequence[OutRecord]) -> Awaitable[None]:
+        """Append the records to the producer's batches (per partition, in order) and return the awaitable of
+        their acknowledgements; a record the broker can never take raises at once (``permanent``)."""
         if not records:
-            return
+            return completed()
         producer = self.producer
         by_topic: dict[str, list[_Record]] = {}
         limit = self.config.max_request_bytes
@@ -198,7 +210,9 @@ class KafkaSink:
             if isinstance(exc, KafkaPublishError):
                 raise
             raise KafkaPublishError(f"publish failed: {exc!r}", [exc]) from exc
+        return asyncio.ensure_future(self._confirmed(futures))
 
+    async def _confirmed(self, futures: list[asyncio.Future[Any]]) -> None:
         results = await asyncio.gather(*futures, return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:

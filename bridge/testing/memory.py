@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Literal
 
 from bridge import jsonutil
+from bridge.aio import completed
 from bridge.envelope import CloudEvent
 from bridge.model import DeadLetter, OutRecord, Probe, RawMessage, Routed, SourceBatch
 from bridge.sinks.encoding import DEADLETTER_ROUTE, BinaryEncoder, StructuredEncoder, decode_record, encoder_for
@@ -128,6 +129,11 @@ class CapturingSink:
             self.fail_next -= 1
             raise self.fail_with()
         self.records.extend(records)
+
+    async def enqueue(self, records: Sequence[OutRecord]) -> Awaitable[None]:
+        """Like ``publish`` (an injected failure raises here), then nothing left to confirm."""
+        await self.publish(records)
+        return completed()
 
     @property
     def routed(self) -> list[Routed]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -36,6 +36,7 @@ import structlog
 from aiokafka import ConsumerRecord
 
 from bridge import __version__
+from bridge.aio import completed
 from bridge.config import BridgeConfig
 from bridge.envelope import CloudEvent
 from bridge.metrics import Metrics
@@ -162,9 +163,13 @@ class _RedriveSink:
             await self.inner.stop()
 
     async def publish(self, records: Sequence[OutRecord]) -> None:
+        await (await self.enqueue(records))
+
+    async def enqueue(self, records: Sequence[OutRecord]) -> Awaitable[None]:
         out = [self._mark(r) for r in records]
-        if not self.dry_run:
-            await self.inner.publish(out)
+        if self.dry_run:
+            return completed()
+        return await self.inner.enqueue(out)
 
     def _mark(self, rec: OutRecord) -> OutRecord:
         origin = self.tracking.origin(rec)

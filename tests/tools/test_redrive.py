@@ -9,7 +9,7 @@ import re
 import subprocess
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -130,19 +130,25 @@ async def test_redrive_after_a_fix_then_again_and_a_dry_run(tansu_bootstrap: str
 
 
 class HangingSink(KafkaSink):
-    """Publishes its first ``ok`` calls, then publishes one more and never answers (the process dies there)."""
+    """Publishes its first ``ok`` groups, then publishes one more and never answers (the process dies there)."""
 
     def __init__(self, cfg: Any, ok: int) -> None:
         super().__init__(cfg)
         self.ok = ok
         self.hung = asyncio.Event()
 
-    async def publish(self, records: Sequence[OutRecord]) -> None:
-        await super().publish(records)
+    async def enqueue(self, records: Sequence[OutRecord]) -> Awaitable[None]:
+        confirmation = await super().enqueue(records)
         self.ok -= 1
-        if self.ok < 0:
+        if self.ok >= 0:
+            return confirmation
+
+        async def hang() -> None:
+            await confirmation  # on the broker, but never confirmed to the bridge
             self.hung.set()
             await asyncio.sleep(3600)
+
+        return hang()
 
 
 async def test_a_redrive_interrupted_mid_way_loses_nothing_when_run_again(tansu_bootstrap: str,

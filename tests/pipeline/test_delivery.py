@@ -1,0 +1,113 @@
+"""The delivery worker with several groups in flight: the next group reaches the sink before the oldest is
+confirmed, groups settle oldest first and only once confirmed, and a group that fails after the next one was
+handed over is published again without losing or doubling an ack."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Sequence
+
+from bridge.model import OutRecord
+from bridge.pipeline.core import Pipeline
+from bridge.pipeline.dedup import Deduplicator, MemoryDedupStore
+from bridge.pipeline.router import Route, Router
+from bridge.testing.events import sagemaker_training_event
+from bridge.testing.memory import CapturingSink, InMemorySource
+
+
+class ControlledSink(CapturingSink):
+    """Takes each group at once and confirms it only when the test says so (or fails it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.groups: list[list[OutRecord]] = []
+        self.confirmations: list[asyncio.Future[None]] = []
+
+    async def enqueue(self, records: Sequence[OutRecord]) -> Awaitable[None]:
+        self.groups.append(list(records))
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.confirmations.append(fut)
+        return fut
+
+    async def publish(self, records: Sequence[OutRecord]) -> None:  # the retry path after a failed group
+        self.publish_calls += 1
+        self.records.extend(records)
+
+
+async def _until(pred: object, limit: float = 5.0) -> None:
+    async with asyncio.timeout(limit):
+        while not pred():  # type: ignore[operator]
+            await asyncio.sleep(0.005)
+
+
+def pipeline(sink: CapturingSink, depth: int) -> Pipeline:
+    return Pipeline(Router([Route("all", "out")]), sink, dedup=Deduplicator(MemoryDedupStore()),
+                    delivery_depth=depth)
+
+
+async def test_two_groups_in_flight_settle_oldest_first_after_confirmation() -> None:
+    """With depth 2 the second group is handed over while the first awaits its broker; neither batch is acked
+    before its group is confirmed, and confirming the second first acks nothing until the first is confirmed."""
+    sink = ControlledSink()
+    p = pipeline(sink, depth=2)
+    a = InMemorySource([sagemaker_training_event("a", "j1", 1)], name="a")
+    b = InMemorySource([sagemaker_training_event("b", "j1", 2)], name="b")
+    a.close_input()
+    b.close_input()
+    async for batch in a.batches():
+        await p.submit(batch)
+    await _until(lambda: len(sink.groups) == 1)
+    async for batch in b.batches():
+        await p.submit(batch)
+    await _until(lambda: len(sink.groups) == 2)  # handed over before the first was confirmed
+    sink.confirmations[1].set_result(None)
+    await asyncio.sleep(0.05)
+    assert a.acks == [] and b.acks == []  # oldest first: the second waits for the first
+    sink.confirmations[0].set_result(None)
+    await p.wait_idle()
+    assert a.all_acked_once and b.all_acked_once
+    assert [dict(r.headers)["ce_id"] for g in sink.groups for r in g] == [b"a", b"b"]
+    assert p.metrics.registry.get_sample_value("bridge_events_out_total", {"route": "all"}) == 2
+
+
+async def test_a_group_that_fails_after_the_next_was_handed_over_is_published_again() -> None:
+    """The first group's confirmation fails (the producer gave up): it is published again, both batches are
+    acked exactly once, and the second group's records are not published twice."""
+    sink = ControlledSink()
+    p = pipeline(sink, depth=2)
+    src = InMemorySource(batch_size=1)
+    src.put(sagemaker_training_event("x", "j", 1))
+    src.put(sagemaker_training_event("y", "j", 2))
+    src.close_input()
+    batches = [b async for b in src.batches()]
+    await p.submit(batches[0])
+    await _until(lambda: len(sink.groups) == 1)
+    await p.submit(batches[1])
+    await _until(lambda: len(sink.groups) == 2)
+    sink.confirmations[0].set_exception(ConnectionError("broker gone"))
+    sink.confirmations[1].set_result(None)
+    await p.wait_idle()
+    assert src.all_acked_once
+    assert [dict(r.headers)["ce_id"] for r in sink.records] == [b"x"]  # the republished first group only
+    assert p.metrics.registry.get_sample_value("bridge_publish_errors_total") == 1
+
+
+async def test_depth_one_hands_over_one_group_at_a_time() -> None:
+    """With depth 1 the next group waits until the previous one is confirmed."""
+    sink = ControlledSink()
+    p = pipeline(sink, depth=1)
+    src = InMemorySource(batch_size=1)
+    for i in range(2):
+        src.put(sagemaker_training_event(f"e{i}", "j", i))
+    src.close_input()
+    batches = [b async for b in src.batches()]
+    await p.submit(batches[0])
+    await _until(lambda: len(sink.groups) == 1)
+    await p.submit(batches[1])
+    await asyncio.sleep(0.05)
+    assert len(sink.groups) == 1
+    sink.confirmations[0].set_result(None)
+    await _until(lambda: len(sink.groups) == 2)
+    sink.confirmations[1].set_result(None)
+    await p.wait_idle()
+    assert src.all_acked_once
