@@ -80,3 +80,24 @@ async def test_bench_smoke_run(tansu: Tansu, tmp_path: Path) -> None:
     assert "bridge: full pipeline" in table and "dedup window of 20,000 ids" in table
     saved = orjson.loads(write_results(results, args).read_bytes())
     assert saved["bridge"]["counters"]["messages_in"] == 3000
+
+
+def test_backlog_bench_drains_small_backlogs_in_a_memory_cgroup(tmp_path: Path) -> None:
+    """bench.backlog (cgroup mode, as root) drains a small 1 KB and a small large-event backlog under its limit,
+    with the bridge reading its budget from the cgroup, and reports each run."""
+    import subprocess
+    import sys
+
+    res = subprocess.run(
+        [sys.executable, "-m", "bench.backlog", "--mode", "cgroup", "--small", "2000", "--large", "30",
+         "--large-kb", "50", "--memory-mb", "512", "--timeout", "120", "--workdir", str(tmp_path)],
+        capture_output=True, timeout=400,
+    )
+    assert res.returncode == 0, res.stderr.decode()[-3000:]
+    runs = [orjson.loads(line) for line in res.stdout.splitlines()]
+    assert [(r["backlog"], r["mode"], r["reached"], r["oom_killed"]) for r in runs] == [
+        ("1kb", "cgroup", True, False), ("50kb", "cgroup", True, False)]
+    assert all(0 < r["peak_mib"] < 512 for r in runs)
+    budget = next(orjson.loads(line) for line in (tmp_path / "1kb" / "backlog.log").read_text().splitlines()
+                  if '"daemon.memory_budget"' in line)
+    assert (budget["origin"], budget["memory_mb"]) == ("cgroup", 512)
