@@ -281,15 +281,17 @@ async def test_lag_counts_events_enqueued_but_not_yet_received_and_drops_to_zero
     from the service's runtime metrics; it is 0 once everything was received."""
     _hub, conn = hub_conn(1)
     await produce(conn, [f"e{i}".encode() for i in range(30)])
-    # batches of 10, one buffered: the SDK's second callback waits for room, so exactly 20 were received
-    source = make_source(conn, None, None, max_batch_size=10, queue_batches=1, prefetch=10)
+    # batches of 10, one buffered: the SDK's second callback waits for room, so exactly 20 were received. The SDK
+    # hands over a batch once it holds 10 events or max_wait_time passed: a long max_wait_time keeps a slow
+    # machine from cutting a batch short (a full suite once saw the lag stay at another value)
+    source = make_source(conn, None, None, max_batch_size=10, queue_batches=1, prefetch=10, max_wait_time=5.0)
     await source.start()
     try:
-        await wait_for(lambda: source.lag() == {"0": 10})
+        await wait_for(lambda: source.lag() == {"0": 10}, what=lambda: f"lag 10 (lag {source.lag()})")
         await asyncio.sleep(0.5)
         assert source.lag() == {"0": 10}  # stable while the pipeline does not take batches
         batches = await take(source.batches(), 30)
-        await wait_for(lambda: source.lag() == {"0": 0})
+        await wait_for(lambda: source.lag() == {"0": 0}, what=lambda: f"lag 0 (lag {source.lag()})")
     finally:
         await source.stop()
     assert sum(len(b.messages) for b in batches) == 30
