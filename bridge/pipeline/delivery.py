@@ -78,6 +78,7 @@ class Delivery:
         self.metrics = metrics
         self.deadletter_topic = deadletter_topic
         self.max_bytes = max_bytes
+        self.max_group_bytes = max(256 * 1024, max_bytes // 8)  # one group's share of the outbox bound
         self._backoff = retry_backoff
         self._clock = clock
         self._after = after_delivery
@@ -159,10 +160,22 @@ class Delivery:
                 self._after()
 
     def _take(self) -> _Group:
+        """The next group: the outbox, or as much of it as ``max_group_bytes`` allows (a group is copied while it
+        is published: the records built for the sink and the producer's buffers; bounding it bounds them)."""
         self._idle.clear()
-        box, self._outbox = self._outbox, []
-        nbytes, self._outbox_bytes = self._outbox_bytes, 0
-        self._room.set()
+        if self._outbox_bytes <= self.max_group_bytes:
+            box, self._outbox = self._outbox, []
+            nbytes, self._outbox_bytes = self._outbox_bytes, 0
+        else:
+            cut, nbytes = 0, 0
+            outbox, limit = self._outbox, self.max_group_bytes
+            while cut < len(outbox) and (cut == 0 or nbytes + outbox[cut].nbytes <= limit):
+                nbytes += outbox[cut].nbytes
+                cut += 1
+            box, self._outbox = outbox[:cut], outbox[cut:]
+            self._outbox_bytes -= nbytes
+        if self._outbox_bytes < self.max_bytes:
+            self._room.set()
         return _Group(box, nbytes)
 
     async def _start(self, group: _Group) -> _Group:
