@@ -101,3 +101,16 @@ def test_backlog_bench_drains_small_backlogs_in_a_memory_cgroup(tmp_path: Path) 
     budget = next(orjson.loads(line) for line in (tmp_path / "1kb" / "backlog.log").read_text().splitlines()
                   if '"daemon.memory_budget"' in line)
     assert (budget["origin"], budget["memory_mb"]) == ("cgroup", 512)
+
+
+def test_stage_costs_cover_every_stage() -> None:
+    """bench.stages runs every stage of the pipeline on a small input and reports a cost for each."""
+    from bench.stages import measure
+
+    results = measure(events=2000, batch=200)
+    assert set(results) == {
+        "orjson.loads (the floor of parsing)", "jsonutil.loads", "normalize_all (parse and shape)",
+        "route (two filters)", "encode at admission", "admission (normalize, dedup, route, encode, records)",
+        "reorder push and drain", "records for the sink (key, CloudEvents headers)", "aiokafka BatchBuilder.append",
+    }
+    assert all(us > 0 for us in results.values())

@@ -1,0 +1,119 @@
+"""Per-stage cost of the bridge's own work, without brokers: ``python -m bench.stages``.
+
+Takes the bench's generated input (``bench.data.generate``) through each stage of the pipeline separately, in one
+process with the cyclic garbage collector off, and prints microseconds per input record for each: the floor of
+JSON parsing (``orjson.loads``), ``jsonutil.loads``, ``normalize_all``, routing, encoding at admission, the whole
+admission stage (normalize, dedup, route, encode, records), reorder push and drain, the sink's record building at
+delivery, and aiokafka's ``BatchBuilder.append`` of the encoded records. The config is the bench's
+(``bench.bridge_proc.bench_config``). What the Kafka clients and the event loop cost on top is what
+``python -m bench.run`` adds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from aiokafka.producer.message_accumulator import BatchBuilder
+
+from bench.bridge_proc import Topics, bench_config
+from bench.data import generate
+from bridge import jsonutil
+from bridge.app import build_pipeline, build_router
+from bridge.config import parse_config
+from bridge.model import OutRecord, RawMessage, SourceBatch
+from bridge.normalize import normalize_all
+from bridge.pipeline.admission import Admitted
+from bridge.pipeline.records import Record
+from bridge.sinks.encoding import BinaryEncoder
+from bridge.testing.memory import CapturingSink
+
+
+def _timed(results: dict[str, float], label: str, n: int, fn: Callable[[], Any]) -> Any:
+    t0 = time.perf_counter()
+    value = fn()
+    results[label] = round((time.perf_counter() - t0) * 1e6 / n, 2)
+    return value
+
+
+async def _pipeline_stages(msgs: list[RawMessage], results: dict[str, float], batch: int) -> None:
+    cfg = parse_config(bench_config("127.0.0.1:9", Topics("b.in", "b.jobs", "b.models", "b.dl"), "g", 0), env={})
+    pipeline = build_pipeline(cfg, CapturingSink())
+    n = len(msgs)
+    batches = [SourceBatch(msgs[i : i + batch], source="bench") for i in range(0, n, batch)]
+    admitted: list[Admitted] = []
+    t0 = time.perf_counter()
+    for b in batches:
+        admitted.append(await pipeline.admission.admit(b, pipeline.settlement.track(b, 0.0)))
+    results["admission (normalize, dedup, route, encode, records)"] = round((time.perf_counter() - t0) * 1e6 / n, 2)
+    reorder = pipeline.reorder
+    assert reorder is not None
+    t0 = time.perf_counter()
+    released: list[Any] = []
+    for a in admitted:
+        released += reorder.push(a.records, 0.0)[0]
+    released += reorder.drain()
+    results["reorder push and drain"] = round((time.perf_counter() - t0) * 1e6 / n, 2)
+    records = [r for a in admitted for r in a.records if r.routes]
+    enc = pipeline.encoder
+
+    def build(recs: list[Record]) -> list[OutRecord]:
+        return [enc.record(r.routes[0].name, r.routes[0].topic, r) for r in recs]
+
+    out: list[OutRecord] = _timed(results, "records for the sink (key, CloudEvents headers)", n, lambda: build(records))
+
+    def append() -> None:
+        builder = BatchBuilder(1 << 30, 0)
+        for o in out:
+            builder.append(timestamp=None, key=o.key, value=o.value, headers=o.headers)
+
+    _timed(results, "aiokafka BatchBuilder.append", n, append)
+
+
+def measure(events: int = 100_000, batch: int = 1000) -> dict[str, float]:
+    data = generate(events)
+    msgs = [RawMessage(v, source="bench", position=f"b.in/0@{i}") for i, (_, v) in enumerate(data.records)]
+    valid = [m for m, i in zip(msgs, data.ids, strict=True) if i is not None]
+    results: dict[str, float] = {}
+    gc.collect()
+    gc.disable()
+    try:
+        # parsing is timed on the valid records (orjson raises on the malformed ones); per record of the input
+        _timed(results, "orjson.loads (the floor of parsing)", len(valid),
+               lambda: [orjson.loads(m.body) for m in valid])
+        _timed(results, "jsonutil.loads", len(valid), lambda: [jsonutil.loads(m.body) for m in valid])
+        parsed = _timed(results, "normalize_all (parse and shape)", events, lambda: [normalize_all(m) for m in msgs])
+        cloud_events = [e for evs, _ in parsed for e in evs]
+        cfg = parse_config(bench_config("127.0.0.1:9", Topics("b.in", "b.jobs", "b.models", "b.dl"), "g", 0), env={})
+        router = build_router(cfg)
+        _timed(results, "route (two filters)", events, lambda: [router.match(e) for e in cloud_events])
+        encoder = BinaryEncoder()
+        _timed(results, "encode at admission", events, lambda: [encoder.encode(e) for e in cloud_events])
+        parsed.clear()
+        cloud_events.clear()
+        asyncio.run(_pipeline_stages(msgs, results, batch))
+    finally:
+        gc.enable()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.stages", description=__doc__.split("\n\n")[0])
+    p.add_argument("--events", type=int, default=100_000)
+    p.add_argument("--batch", type=int, default=1000, help="messages per source batch (the Kafka source's default)")
+    args = p.parse_args(argv)
+    results = measure(args.events, args.batch)
+    width = max(len(k) for k in results)
+    for label, us in results.items():
+        print(f"{label:<{width}}  {us:7.2f} us/record")
+    print(orjson.dumps({"events": args.events, "us_per_record": results}).decode())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
