@@ -176,3 +176,52 @@ async def test_a_redrive_interrupted_mid_way_loses_nothing_when_run_again(tansu_
     everything = ids(await read(fixed, out))
     assert sorted(set(everything)) == sorted(f"j{i}" for i in range(n))
     assert len(everything) - n <= chunk  # at least once: the interrupted chunk may be out twice
+
+
+async def test_a_redrive_process_killed_mid_way_loses_nothing_when_run_again(tansu_bootstrap: str, redis_url: str,
+                                                                            tmp_path: Path) -> None:
+    """`bridge redrive` as a process, SIGKILLed once part of its output is on the topic: run again, it passes
+    over what the first run finished (remembered in Redis), every event is out, and at most the chunk that was
+    in flight at the kill is out twice."""
+    import signal
+
+    from testbed.kafka import committed_and_end
+    from testbed.waiting import wait_for
+
+    broken_d, fixed_d = configs(tansu_bootstrap, redis_url)
+    broken, fixed = parse_config(broken_d), parse_config(fixed_d)
+    out, dlq = fixed.routes[0].topic, fixed.deadletter.topic
+    n, chunk = 20_000, 250
+    await dead_letter(broken, [orjson.dumps(job_event(f"j{i}", f"job-{i % 500}", i)) for i in range(n)])
+    cfg_path = tmp_path / "fixed.yaml"
+    cfg_path.write_text(yaml.safe_dump(fixed_d))
+    cmd = [sys.executable, "-m", "bridge.cli", "redrive", "--config", str(cfg_path), "--from", dlq,
+           "--batch-size", str(chunk)]
+    first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        async def some_out() -> bool:
+            assert first.poll() is None, "the first run ended before the kill: the test proves nothing"
+            try:
+                _, end = await committed_and_end(tansu_bootstrap, f"probe-{uuid.uuid4().hex[:6]}", out)
+            except Exception:  # the topic does not exist before the first publish
+                return False
+            return sum(end.values()) >= 8 * chunk
+
+        await wait_for(some_out, within=120, every=0.05, what="part of the redrive on the output topic")
+        first.send_signal(signal.SIGKILL)
+    finally:
+        first.kill()
+        first.wait(30)
+    assert first.returncode == -signal.SIGKILL
+    before_restart = len(await read(fixed, out))
+    assert 8 * chunk <= before_restart < n
+    second = await asyncio.to_thread(subprocess.run, cmd, capture_output=True, text=True, timeout=300, cwd=ROOT,
+                                     check=False)
+    assert second.returncode == 0, second.stderr[-2000:]
+    remembered = re.search(r"already redriven (\d+)", second.stdout)
+    assert remembered is not None and int(remembered.group(1)) >= before_restart - chunk, second.stdout
+    everything = ids(await read(fixed, out))
+    assert sorted(set(everything)) == sorted(f"j{i}" for i in range(n))
+    print(f"\nredrive killed after {before_restart} of {n} out; the second run passed over {remembered.group(1)} "
+          f"already redriven; {len(everything) - n} out twice")
+    assert len(everything) - n <= chunk  # at least once: the chunk in flight at the kill may be out twice
