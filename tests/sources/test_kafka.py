@@ -154,12 +154,12 @@ async def test_commits_are_sent_by_the_background_task(tansu_bootstrap: str, kaf
         for batch in await collect(source, 6):
             assert batch.ack is not None
             await batch.ack()
-        async with asyncio.timeout(10):
-            while await group_offsets(tansu_bootstrap, topic, group, 2) != {
-                TopicPartition(topic, 0): 3,
-                TopicPartition(topic, 1): 3,
-            }:
-                await asyncio.sleep(0.1)
+        want = {TopicPartition(topic, 0): 3, TopicPartition(topic, 1): 3}
+
+        async def committed() -> bool:
+            return await group_offsets(tansu_bootstrap, topic, group, 2) == want
+
+        await wait_for(committed, within=10, every=0.1, what=f"offsets {want} committed")
     finally:
         await source.stop()
 
@@ -272,12 +272,11 @@ async def test_rebalance_commits_done_prefix_and_ignores_acks_of_revoked_partiti
         expected = {TopicPartition(topic, 0): held_first}
         if held not in by_part[1]:
             expected[TopicPartition(topic, 1)] = 6
-        async with asyncio.timeout(30):
-            while True:
-                offsets = await group_offsets(tansu_bootstrap, topic, group, 2)
-                if all(offsets.get(tp) == off for tp, off in expected.items()):
-                    break
-                await asyncio.sleep(0.2)
+        async def reached() -> bool:
+            offsets = await group_offsets(tansu_bootstrap, topic, group, 2)
+            return all(offsets.get(tp) == off for tp, off in expected.items())
+
+        await wait_for(reached, within=30, every=0.2, what=f"offsets {expected} committed")
         assert held.ack is not None
         await held.ack()  # its partition was revoked: must not be committed by this (stale) ack
         await first.commit_ready()
