@@ -13,6 +13,7 @@ from bridge.pipeline.dedup import Deduplicator, MemoryDedupStore
 from bridge.pipeline.router import Route, Router
 from bridge.testing.events import sagemaker_training_event
 from bridge.testing.memory import CapturingSink, InMemorySource
+from testbed.waiting import wait_for
 
 
 class ControlledSink(CapturingSink):
@@ -34,12 +35,6 @@ class ControlledSink(CapturingSink):
         self.records.extend(records)
 
 
-async def _until(pred: object, limit: float = 5.0) -> None:
-    async with asyncio.timeout(limit):
-        while not pred():  # type: ignore[operator]
-            await asyncio.sleep(0.005)
-
-
 def pipeline(sink: CapturingSink, depth: int) -> Pipeline:
     return Pipeline(Router([Route("all", "out")]), sink, dedup=Deduplicator(MemoryDedupStore()),
                     delivery_depth=depth)
@@ -56,10 +51,11 @@ async def test_two_groups_in_flight_settle_oldest_first_after_confirmation() -> 
     b.close_input()
     async for batch in a.batches():
         await p.submit(batch)
-    await _until(lambda: len(sink.groups) == 1)
+    await wait_for(lambda: len(sink.groups) == 1, within=5, every=0.005, what="group 1 handed to the sink")
     async for batch in b.batches():
         await p.submit(batch)
-    await _until(lambda: len(sink.groups) == 2)  # handed over before the first was confirmed
+    # handed over before the first was confirmed
+    await wait_for(lambda: len(sink.groups) == 2, within=5, every=0.005, what="group 2 handed to the sink")
     sink.confirmations[1].set_result(None)
     await asyncio.sleep(0.05)
     assert a.acks == [] and b.acks == []  # oldest first: the second waits for the first
@@ -81,9 +77,9 @@ async def test_a_group_that_fails_after_the_next_was_handed_over_is_published_ag
     src.close_input()
     batches = [b async for b in src.batches()]
     await p.submit(batches[0])
-    await _until(lambda: len(sink.groups) == 1)
+    await wait_for(lambda: len(sink.groups) == 1, within=5, every=0.005, what="group 1 handed to the sink")
     await p.submit(batches[1])
-    await _until(lambda: len(sink.groups) == 2)
+    await wait_for(lambda: len(sink.groups) == 2, within=5, every=0.005, what="group 2 handed to the sink")
     sink.confirmations[0].set_exception(ConnectionError("broker gone"))
     sink.confirmations[1].set_result(None)
     await p.wait_idle()
@@ -102,12 +98,12 @@ async def test_depth_one_hands_over_one_group_at_a_time() -> None:
     src.close_input()
     batches = [b async for b in src.batches()]
     await p.submit(batches[0])
-    await _until(lambda: len(sink.groups) == 1)
+    await wait_for(lambda: len(sink.groups) == 1, within=5, every=0.005, what="group 1 handed to the sink")
     await p.submit(batches[1])
     await asyncio.sleep(0.05)
     assert len(sink.groups) == 1
     sink.confirmations[0].set_result(None)
-    await _until(lambda: len(sink.groups) == 2)
+    await wait_for(lambda: len(sink.groups) == 2, within=5, every=0.005, what="group 2 handed to the sink")
     sink.confirmations[1].set_result(None)
     await p.wait_idle()
     assert src.all_acked_once
