@@ -42,6 +42,24 @@ def free_port(host: str = DEFAULT_HOST) -> int:
         return int(sock.getsockname()[1])
 
 
+class RefusedPort:
+    """A local TCP port that refuses connections while this object is open: bound, never listening, so nothing
+    else can take it meanwhile (a port from ``free_port`` is free only until someone else is handed it: a
+    "dead" proxy or broker address taken that way once turned out to be the bridge's own HTTP port).
+    ``with RefusedPort() as port: ...``"""
+
+    def __init__(self, host: str = DEFAULT_HOST) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind((host, 0))
+        self.port = int(self._sock.getsockname()[1])
+
+    def __enter__(self) -> int:
+        return self.port
+
+    def __exit__(self, *exc: object) -> None:
+        self._sock.close()
+
+
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
     """True when something accepts TCP connections on ``host:port``."""
     try:

@@ -15,7 +15,7 @@ import orjson
 from bridge.testing.events import sagemaker_training_event
 from testbed.kafka import collect, committed_and_end, produce
 from testbed.process import BridgeProcess
-from testbed.servers import free_port
+from testbed.servers import RefusedPort
 
 
 def daemon_config(bootstrap: str, raw: str, out_all: str, out_failed: str, dead: str, group: str) -> dict[str, Any]:
@@ -89,23 +89,24 @@ async def test_daemon_routes_dedups_reorders_counts_and_commits_everything_on_si
 
 async def test_readyz_is_503_while_the_broker_is_unreachable_and_sigterm_still_exits_0(tmp_path: Path) -> None:
     """With Kafka down, /healthz answers 200, /readyz 503 (retrying with backoff), and SIGTERM exits 0."""
-    dead_port = free_port()
-    cfg = daemon_config(f"127.0.0.1:{dead_port}", "raw", "all", "failed", "dead", "g")
-    with BridgeProcess(cfg, tmp_path) as bridge:
-        bridge.wait_http("/healthz", 200)
-        code, body = bridge.get("/readyz")
-        assert code == 503 and orjson.loads(body)["ready"] is False
-        assert bridge.proc is not None
-        bridge.proc.send_signal(signal.SIGTERM)
-        assert bridge.proc.wait(60) == 0
+    with RefusedPort() as dead_port:
+        cfg = daemon_config(f"127.0.0.1:{dead_port}", "raw", "all", "failed", "dead", "g")
+        with BridgeProcess(cfg, tmp_path) as bridge:
+            bridge.wait_http("/healthz", 200)
+            code, body = bridge.get("/readyz")
+            assert code == 503 and orjson.loads(body)["ready"] is False
+            assert bridge.proc is not None
+            bridge.proc.send_signal(signal.SIGTERM)
+            assert bridge.proc.wait(60) == 0
 
 
 async def test_stop_while_still_connecting_logs_daemon_stopped(tmp_path: Path) -> None:
     """SIGTERM before the sink ever connected still ends with `daemon.stopped` logged and exit 0."""
-    cfg = daemon_config(f"127.0.0.1:{free_port()}", "raw", "all", "failed", "dead", "g")
-    with BridgeProcess(cfg, tmp_path) as bridge:
-        bridge.wait_http("/healthz", 200)
-        assert bridge.terminate() == 0
+    with RefusedPort() as dead:
+        cfg = daemon_config(f"127.0.0.1:{dead}", "raw", "all", "failed", "dead", "g")
+        with BridgeProcess(cfg, tmp_path) as bridge:
+            bridge.wait_http("/healthz", 200)
+            assert bridge.terminate() == 0
     events = [orjson.loads(line)["event"] for line in bridge.log_path.read_text().splitlines()]
     assert "daemon.stop_requested" in events
     assert events[-1] == "daemon.stopped", events

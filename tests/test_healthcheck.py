@@ -14,7 +14,7 @@ import pytest
 from bridge.config import HttpConfig
 from bridge.healthcheck import DEFAULT_HOST, DEFAULT_PORT, ProbeError, health_url
 from testbed.process import BridgeProcess
-from testbed.servers import free_port
+from testbed.servers import RefusedPort
 
 
 @pytest.mark.parametrize(("yaml_text", "env", "url"), [
@@ -65,13 +65,17 @@ def _probe(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def test_probe_reaches_the_daemon_through_a_configured_http_proxy(tmp_path: Path) -> None:
     """With http_proxy pointing at a dead proxy (where urllib fails), the probe still answers healthy from the
     daemon's config; a non-2xx answer and a stopped daemon are unhealthy (exit 1)."""
-    bootstrap = f"127.0.0.1:{free_port()}"  # no broker: /healthz answers, /readyz says 503
+    with RefusedPort() as broker_port, RefusedPort() as proxy_port:
+        _probe_through_a_dead_proxy(tmp_path, f"127.0.0.1:{broker_port}", f"http://127.0.0.1:{proxy_port}")
+
+
+def _probe_through_a_dead_proxy(tmp_path: Path, bootstrap: str, proxy: str) -> None:
+    # no broker at bootstrap: /healthz answers, /readyz says 503
     cfg: dict[str, Any] = {
         "sources": [{"type": "kafka", "name": "kafka", "bootstrap_servers": bootstrap, "topics": ["raw"],
                      "group_id": "g"}],
         "sink": {"type": "kafka", "bootstrap_servers": bootstrap},
     }
-    proxy = f"http://127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if k.lower() not in ("no_proxy", "http_proxy", "all_proxy")}
     env.update(http_proxy=proxy, HTTP_PROXY=proxy)
     with BridgeProcess(cfg, tmp_path) as bridge:

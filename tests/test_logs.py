@@ -15,7 +15,7 @@ import pytest
 
 from bridge.logs import redact, scrub
 from testbed.process import BridgeProcess
-from testbed.servers import free_port
+from testbed.servers import RefusedPort
 from testbed.waiting import wait_for_sync
 
 # Logs through stdlib loggers the way aiokafka, azure-* and botocore do, after bridge.logs.configure.
@@ -97,17 +97,18 @@ def test_console_format_renders_library_lines_through_the_same_chain() -> None:
 
 def test_bridge_run_logs_aiokafka_errors_as_json(tmp_path: Path) -> None:
     """`bridge run` against an unreachable broker: aiokafka's own error lines are JSON like every other line."""
-    bootstrap = f"127.0.0.1:{free_port()}"
-    cfg: dict[str, Any] = {
-        "log": {"level": "info", "format": "json"},
-        "sources": [{"type": "kafka", "name": "kafka", "bootstrap_servers": bootstrap, "topics": ["raw"],
-                     "group_id": "g"}],
-        "sink": {"type": "kafka", "bootstrap_servers": bootstrap},
-    }
-    with BridgeProcess(cfg, tmp_path) as bridge:
-        bridge.wait_http("/healthz", 200)
-        wait_for_sync(lambda: "aiokafka" in bridge.log_path.read_text(), within=60, what="aiokafka's own lines")
-        assert bridge.terminate() == 0
+    with RefusedPort() as dead:
+        bootstrap = f"127.0.0.1:{dead}"
+        cfg: dict[str, Any] = {
+            "log": {"level": "info", "format": "json"},
+            "sources": [{"type": "kafka", "name": "kafka", "bootstrap_servers": bootstrap, "topics": ["raw"],
+                         "group_id": "g"}],
+            "sink": {"type": "kafka", "bootstrap_servers": bootstrap},
+        }
+        with BridgeProcess(cfg, tmp_path) as bridge:
+            bridge.wait_http("/healthz", 200)
+            wait_for_sync(lambda: "aiokafka" in bridge.log_path.read_text(), within=60, what="aiokafka's own lines")
+            assert bridge.terminate() == 0
     records = [orjson.loads(line) for line in bridge.log_path.read_text().splitlines()]
     library = [r for r in records if str(r.get("logger", "")).startswith("aiokafka")]
     assert library, records

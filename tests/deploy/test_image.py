@@ -26,7 +26,7 @@ import yaml
 from bridge.testing.events import sagemaker_training_event
 from testbed.docker import HARDENED, Container, Docker, run_with_memory_limit
 from testbed.kafka import collect, committed_and_end, produce, produce_fast
-from testbed.servers import free_port
+from testbed.servers import RefusedPort, free_port
 from testbed.waiting import wait_for_sync
 from tests.deploy.lockfile import RUNTIME_LOCK, read_lock
 
@@ -261,18 +261,19 @@ def test_healthcheck_stays_healthy_with_http_proxy_set(
     """With http_proxy/HTTP_PROXY pointing at a dead proxy (urllib then fails inside the container), the
     HEALTHCHECK still turns healthy; the same probe against a closed port fails."""
     config, port = _bridge_config(tmp_path, tansu_bootstrap, topics, f"proxy-{uuid.uuid4().hex[:8]}")
-    proxy = f"http://127.0.0.1:{free_port()}"
-    c = docker.start(bridge_image, [*HARDENED, "--health-interval=1s", "-e", f"http_proxy={proxy}",
-                                    "-e", f"HTTP_PROXY={proxy}", "-v", f"{config}:/etc/bridge/config.yaml:ro"])
-    containers.append(c)
-    _wait_http(c, port, "/healthz", 200)
-    state = c.wait_health("healthy")
-    assert state["Health"]["Status"] == "healthy", state
-    urllib_probe = c.exec("python", "-c", "import urllib.request; "
-                          f"urllib.request.urlopen('http://127.0.0.1:{port}/healthz', timeout=3)")
-    assert urllib_probe.returncode != 0  # the proxy really is in the way of urllib
-    closed = c.exec("python", "-m", "bridge.healthcheck", "--url", f"http://127.0.0.1:{free_port()}/healthz")
-    assert closed.returncode == 1 and b"unhealthy" in closed.stderr
+    with RefusedPort() as proxy_port, RefusedPort() as closed_port:
+        proxy = f"http://127.0.0.1:{proxy_port}"
+        c = docker.start(bridge_image, [*HARDENED, "--health-interval=1s", "-e", f"http_proxy={proxy}",
+                                        "-e", f"HTTP_PROXY={proxy}", "-v", f"{config}:/etc/bridge/config.yaml:ro"])
+        containers.append(c)
+        _wait_http(c, port, "/healthz", 200)
+        state = c.wait_health("healthy")
+        assert state["Health"]["Status"] == "healthy", state
+        urllib_probe = c.exec("python", "-c", "import urllib.request; "
+                              f"urllib.request.urlopen('http://127.0.0.1:{port}/healthz', timeout=3)")
+        assert urllib_probe.returncode != 0  # the proxy really is in the way of urllib
+        closed = c.exec("python", "-m", "bridge.healthcheck", "--url", f"http://127.0.0.1:{closed_port}/healthz")
+        assert closed.returncode == 1 and b"unhealthy" in closed.stderr
     final = c.stop(grace=40)
     assert final["ExitCode"] == 0
 

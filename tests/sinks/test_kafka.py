@@ -16,7 +16,7 @@ from bridge.envelope import CloudEvent
 from bridge.model import DeadLetter, OutRecord
 from bridge.sinks.encoding import encode_routed
 from bridge.sinks.kafka import KafkaPublishError, KafkaSink, KafkaSinkConfig, decode_record
-from testbed.servers import Tansu, free_port
+from testbed.servers import RefusedPort, Tansu
 
 
 def event(n: int, subject: str = "training-job/kmeans-1", **changes: Any) -> CloudEvent:
@@ -214,9 +214,10 @@ def test_decode_record_rejects_non_cloudevents() -> None:
 
 async def test_start_fails_when_no_broker_answers() -> None:
     """start() raises (and cleans up) when the bootstrap servers are unreachable, so the caller can retry."""
-    sink = sink_for(f"127.0.0.1:{free_port()}", request_timeout_ms=2000)
-    with pytest.raises(KafkaConnectionError):
-        await sink.start()
+    with RefusedPort() as dead:
+        sink = sink_for(f"127.0.0.1:{dead}", request_timeout_ms=2000)
+        with pytest.raises(KafkaConnectionError):
+            await sink.start()
     assert not sink.ready
 
 

@@ -159,3 +159,17 @@ async def test_astart_does_not_block_the_event_loop(tmp_path: Path) -> None:
     await proc.astop()  # SIGTERM is ignored: 0.5 s until SIGKILL, during which the ticker runs
     task.cancel()
     assert ticks >= 10
+
+
+def test_refused_port_refuses_connections_and_stays_reserved_while_open() -> None:
+    """A RefusedPort refuses connections, and no other socket can bind it until it is closed."""
+    import socket
+
+    from testbed.servers import RefusedPort, port_open
+
+    with RefusedPort() as port:
+        assert not port_open("127.0.0.1", port)
+        with socket.socket() as other, pytest.raises(OSError):
+            other.bind(("127.0.0.1", port))
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", port))  # free again once closed
