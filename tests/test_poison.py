@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
 
 import orjson
 import pytest
 
-import bridge.normalize
 from bridge.config import parse_config
 from bridge.daemon import Daemon
-from bridge.model import RawMessage
 from bridge.testing.events import sagemaker_training_event
 from testbed.kafka import collect, committed_and_end, produce_fast
 from testbed.waiting import wait_for
+from tests.poison import poison_normalizer
 
 
 def _body(event_id: str, job: str, second: int) -> bytes:
@@ -31,14 +29,7 @@ async def test_a_poison_message_is_dead_lettered_and_the_daemon_keeps_consuming(
     each poison message becomes one dead letter (kind error, reason with the exception, its source position),
     every offset is committed, and the daemon is still running after the first wave and exits 0 on stop."""
     raw, out, dead = kafka_topic("poison-raw", 1), kafka_topic("poison-out", 1), kafka_topic("poison-dead", 1)
-    real = bridge.normalize.normalize_all
-
-    def poisoned(msg: RawMessage) -> Any:
-        if b"POISON" in msg.body:
-            raise RuntimeError("boom while normalizing")
-        return real(msg)
-
-    monkeypatch.setattr(bridge.normalize, "normalize_all", poisoned)
+    poison_normalizer(monkeypatch, b"POISON", RuntimeError("boom while normalizing"))
     group = f"bridge-{raw}"
     cfg = parse_config({
         "http": {"host": "127.0.0.1", "port": 0},

@@ -107,6 +107,19 @@ async def kill_one_mid_stream(
     return recs, suppressed
 
 
+def kafka_feed(bootstrap: str, raw: str) -> Feed:
+    """Produce events to ``raw`` in chunks of ``CHUNK`` every 0.2 s, keyed by job (one partition per subject)."""
+
+    async def feed(evs: list[dict[str, Any]]) -> None:
+        for i in range(0, len(evs), CHUNK):
+            chunk = evs[i : i + CHUNK]
+            await produce(bootstrap, raw, [orjson.dumps(e) for e in chunk],
+                          keys=[e["detail"]["TrainingJobName"].encode() for e in chunk])
+            await asyncio.sleep(0.2)
+
+    return feed
+
+
 def check_everything_out(recs: Sequence[OutRecord], events: list[dict[str, Any]], suppressed: float) -> int:
     """Every event out, and at least the re-sent copies suppressed (``kill_one_mid_stream`` checked that none of
     them was published again); returns the number of duplicate records in the output. Duplicates are allowed
@@ -145,12 +158,7 @@ async def test_two_kafka_replicas_one_killed(
               "session_timeout_ms": 3000, "heartbeat_interval_ms": 500}
     events = stream()
 
-    async def feed(evs: list[dict[str, Any]]) -> None:
-        for i in range(0, len(evs), CHUNK):
-            chunk = evs[i : i + CHUNK]
-            await produce(tansu_bootstrap, raw, [orjson.dumps(e) for e in chunk],
-                          keys=[e["detail"]["TrainingJobName"].encode() for e in chunk])
-            await asyncio.sleep(0.2)
+    feed = kafka_feed(tansu_bootstrap, raw)
 
     recs, suppressed = await kill_one_mid_stream(base_config(source, out, tansu_bootstrap, redis_url), tmp_path,
                                                  feed, events, tansu_bootstrap, out)
@@ -271,12 +279,7 @@ async def test_two_kafka_replicas_one_killed_publish_each_transition_once(
     cfg["state"] = {"key_prefix": cfg["dedup"]["key_prefix"] + "state:"}
     cfg["routes"].append({"name": "transitions", "topic": transitions, "changes_only": True})
 
-    async def feed(evs: list[dict[str, Any]]) -> None:
-        for i in range(0, len(evs), CHUNK):
-            chunk = evs[i : i + CHUNK]
-            await produce(tansu_bootstrap, raw, [orjson.dumps(e) for e in chunk],
-                          keys=[e["detail"]["TrainingJobName"].encode() for e in chunk])
-            await asyncio.sleep(0.2)
+    feed = kafka_feed(tansu_bootstrap, raw)
 
     recs, suppressed = await kill_one_mid_stream(cfg, tmp_path, feed, events, tansu_bootstrap, out)
     check_everything_out(recs, events, suppressed)

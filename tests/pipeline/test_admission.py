@@ -118,18 +118,11 @@ async def test_a_poison_message_in_every_batch_never_stops_the_stream() -> None:
 def test_replay_keeps_the_good_lines_around_a_poison_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     """`bridge replay` with a line whose normalization raises writes that line as a dead letter, the other lines
     as events, and exits 0."""
-    import bridge.normalize
     from bridge.cli import main
     from bridge.testing.events import sagemaker_training_event
+    from tests.poison import poison_normalizer
 
-    real = bridge.normalize.normalize_all
-
-    def normalize_all(msg: RawMessage) -> Any:
-        if b"poison" in msg.body:
-            raise KeyError("unexpected")
-        return real(msg)
-
-    monkeypatch.setattr(bridge.normalize, "normalize_all", normalize_all)
+    poison_normalizer(monkeypatch, b"poison", KeyError("unexpected"))
     lines = [orjson.dumps(sagemaker_training_event("e1", "j1", 1)), b'{"poison": 1}',
              orjson.dumps(sagemaker_training_event("e2", "j2", 2))]
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
