@@ -193,11 +193,8 @@ class Admission:
                 out.dead.append(self._dead(msg, reason, tracker, "error"))
                 failed.append(key)
                 continue
-            rec = Record(value, meta, ev.sequence, hash((key[0], ev.subject)), key, routes, tracker,
-                         origins[i].body if keep_raw else None)
-            if kept is not None:
-                rec.state = kept
-            records.append(rec)
+            records.append(Record(value, meta, ev.sequence, hash((key[0], ev.subject)), key, routes, tracker,
+                                  origins[i].body if keep_raw else None, kept))
         if unrouted:
             self.metrics.unrouted.labels(source).inc(unrouted)
         if failed:

@@ -65,8 +65,8 @@ class Tracker:
 class Record:
     """An admitted, routed and encoded event (implements ``bridge.model.HeldEvent``)."""
 
-    __slots__ = ("deadline", "dkey", "emitted", "late", "meta", "raw", "routes", "seq", "skey", "state", "tracker",
-                 "value")
+    __slots__ = ("deadline", "dkey", "emitted", "late", "meta", "nbytes", "raw", "routes", "seq", "skey", "state",
+                 "tracker", "value")
 
     def __init__(
         self,
@@ -78,6 +78,7 @@ class Record:
         routes: tuple[Route, ...],
         tracker: Tracker,
         raw: bytes | None = None,
+        state: tuple[str | bytes, ...] | None = None,
     ) -> None:
         self.value = value
         self.meta = meta
@@ -87,20 +88,16 @@ class Record:
         self.routes = routes
         self.tracker = tracker
         self.raw = raw  # the raw input, kept only when late events are dead-lettered
-        self.state: tuple[str | bytes, ...] | None = None  # (subject, state values): bridge.state.lifecycle
+        self.state = state  # (subject, state values): bridge.state.lifecycle
         self.late = False
         self.emitted = False
         self.deadline = 0.0
-
-    @property
-    def nbytes(self) -> int:
-        """What holding this record costs, for the memory budget."""
-        raw = self.raw
-        n = len(self.value) + len(self.meta) + RECORD_OVERHEAD + (len(raw) if raw is not None else 0)
-        state = self.state
+        # what holding this record costs, for the memory budget: computed once (the reorder buffer and the outbox
+        # both count it), and unchanged when settlement drops the bytes of a delivered record
+        n = len(value) + len(meta) + RECORD_OVERHEAD + (len(raw) if raw is not None else 0)
         if state is not None:
             n += STATE_OVERHEAD + sum(len(x) for x in state)
-        return n
+        self.nbytes = n
 
 
 class DeadRecord:
