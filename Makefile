@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 AZURITE := .tools/azurite/node_modules/.bin/azurite-blob
+KAFKA_LIBS := .tools/kafka/libs
+KAFKA_STAMP := $(KAFKA_LIBS)/.pom.sha256
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE ?= ml-event-bridge:$(VERSION)
 DOCKER ?= docker
@@ -25,8 +27,16 @@ $(STAMP): pyproject.toml
 $(AZURITE): scripts/install-azurite.sh
 	bash scripts/install-azurite.sh
 
-install: $(STAMP) $(AZURITE) prometheus ## Create .venv with the package, test and dev tools, azurite, prometheus
+$(KAFKA_STAMP): scripts/kafka/pom.xml scripts/install-kafka.sh
+	bash scripts/install-kafka.sh $(KAFKA_LIBS)
+
+install: $(STAMP) $(AZURITE) kafka redis prometheus ## Create .venv (package, test and dev tools); fetch Apache Kafka, azurite, redis, prometheus
 	@echo "installed: $(BIN)/bridge"
+
+kafka: $(KAFKA_STAMP) ## Apache Kafka's jars (the test broker) from Maven Central into .tools/kafka (needs a JDK 17+ and Maven)
+
+redis: ## Debian's redis-server for the tests (they start private servers); starts no service
+	@if command -v redis-server >/dev/null; then :; else bash scripts/install-redis.sh; fi
 
 prometheus: ## Debian's prometheus package (server, promtool) for the observability tests; starts no service
 	@if command -v prometheus >/dev/null && command -v promtool >/dev/null; then :; \
@@ -63,4 +73,4 @@ bench: install ## Benchmark: raw pass-through vs the full bridge on 200k events 
 clean: ## Remove the venv, tools and caches
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache .hypothesis .fuzz
 
-.PHONY: help install prometheus test lint image lock stack bench fuzz clean
+.PHONY: help install kafka redis prometheus test lint image lock stack bench fuzz clean

@@ -56,7 +56,7 @@ def bridge_config(bootstrap: str, raw: str, prefix: str, port: int, host: str = 
             {"name": "all", "topic": f"{prefix}.all"},
         ],
         "deadletter": {"topic": f"{prefix}.dead"},
-        "sink": {"type": "kafka", "bootstrap_servers": bootstrap},
+        "sink": {"type": "kafka", "bootstrap_servers": bootstrap, "enable_idempotence": False},  # tansu has none
         "shutdown": {"grace_seconds": 20},
     }
 

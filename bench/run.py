@@ -151,6 +151,9 @@ async def run(args: argparse.Namespace, kafka: Tansu | None = None) -> dict[str,
     if kafka is not None:
         await _phases(args, kafka, ds, results, workdir)
     else:
+        # tansu has no idempotent producer: the bridges of this run publish without it
+        os.environ["BENCH_SINK"] = orjson.dumps({"enable_idempotence": False,
+                                                 **orjson.loads(os.environ.get("BENCH_SINK", "{}"))}).decode()
         with Tansu(log_dir=workdir / "tansu") as own:
             await _phases(args, own, ds, results, workdir)
     del ds

@@ -1,4 +1,5 @@
-"""Launchers for the local test brokers: a Kafka-protocol broker (tansu) and the AWS emulator (moto_server).
+"""Launchers for the local test brokers: the process machinery, tansu (a Kafka-protocol broker, the stack's and the
+benchmark's alternative to Apache Kafka, which ``testbed.apache_kafka`` starts), Redis and the AWS emulator.
 
 ``ManagedProcess`` starts a command on a free port, waits until the port accepts connections, captures
 stdout/stderr in a log file and stops the process (SIGTERM, then SIGKILL). ``Tansu`` and ``MotoServer``
@@ -8,7 +9,7 @@ specialise it. Usable from pytest fixtures, the bench and scripts::
         kafka.create_topic("ml.events.raw", partitions=3)
         print(kafka.bootstrap)        # 127.0.0.1:PORT
 
-    python -m testbed.servers tansu moto --topic ml.events.raw   # runs until Ctrl-C
+    python -m testbed.servers kafka moto --topic ml.events.raw   # runs until Ctrl-C
 """
 
 from __future__ import annotations
@@ -395,7 +396,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m testbed.servers", description="Run local test brokers."
     )
-    parser.add_argument("servers", nargs="+", choices=["tansu", "moto"])
+    parser.add_argument("servers", nargs="+", choices=["kafka", "tansu", "moto"],
+                        help="kafka: Apache Kafka (one KRaft node); tansu: the in-memory Kafka-protocol broker")
     parser.add_argument("--host", default=DEFAULT_HOST)
     parser.add_argument("--kafka-port", type=int, default=None)
     parser.add_argument("--moto-port", type=int, default=None)
@@ -406,6 +408,15 @@ def main(argv: list[str] | None = None) -> int:
 
     started: list[ManagedProcess] = []
     try:
+        if "kafka" in args.servers:
+            from testbed.apache_kafka import ApacheKafka
+
+            broker = ApacheKafka(host=args.host, port=args.kafka_port, log_dir=args.log_dir).start()
+            started.append(broker)
+            for topic in args.topic:
+                broker.create_topic(topic, args.partitions)
+            print(f"kafka  bootstrap_servers={broker.bootstrap} version={broker.version} pid={broker.pid} "
+                  f"log={broker.log_path}", flush=True)
         if "tansu" in args.servers:
             kafka = Tansu(host=args.host, port=args.kafka_port, log_dir=args.log_dir).start()
             started.append(kafka)

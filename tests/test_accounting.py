@@ -22,7 +22,7 @@ def config(bootstrap: str, raw: str, out: str, dead: str, group: str, **extra: A
     cfg: dict[str, Any] = {
         "log": {"level": "info"},
         "sources": [{"type": "kafka", "name": "kafka", "bootstrap_servers": bootstrap, "topics": [raw],
-                     "group_id": group, "session_timeout_ms": 3000, "heartbeat_interval_ms": 500}],
+                     "group_id": group, "session_timeout_ms": 6000, "heartbeat_interval_ms": 500}],
         "reorder": {"max_delay_ms": 200},
         "routes": [{"name": "done", "topic": out,
                     "filters": [{"pattern": {"status": ["completed", "failed"]}}]}],
@@ -48,22 +48,23 @@ async def wait_committed(bootstrap: str, group: str, topic: str, total: int, bri
 
 
 async def test_a_dead_letter_larger_than_the_broker_takes_is_cut_to_fit_never_dropped(
-    tansu_bootstrap: str, kafka_topic: Callable[..., str], tmp_path: Path
+    kafka_bootstrap: str, kafka_topic: Callable[..., str], tmp_path: Path
 ) -> None:
     """2 MB of broken JSON (over the sink's 1 MB request limit) becomes a dead letter cut to fit, with its original
     size, SHA-256 and source position in headers; bridge_undeliverable_total stays 0 and the events behind it
     are published."""
-    raw, out, dead = kafka_topic("dl-raw", 1), kafka_topic("dl-out", 1), kafka_topic("dl-dead", 1)
+    raw = kafka_topic("dl-raw", 1, config={"max.message.bytes": str(4 * 1024 * 1024)})  # takes the 2 MB input
+    out, dead = kafka_topic("dl-out", 1), kafka_topic("dl-dead", 1)
     broken = b'{"id": "x", "detail": "' + b"z" * (2 * 1024 * 1024)
     bodies = [broken] + [orjson.dumps(sagemaker_training_event(f"e{i}", f"j{i}", i, "Completed")) for i in range(3)]
-    await produce_fast(tansu_bootstrap, raw, bodies)
+    await produce_fast(kafka_bootstrap, raw, bodies)
     group = f"bridge-{raw}"
-    with BridgeProcess(config(tansu_bootstrap, raw, out, dead, group), tmp_path) as bridge:
+    with BridgeProcess(config(kafka_bootstrap, raw, out, dead, group), tmp_path) as bridge:
         bridge.wait_ready()
-        await wait_committed(tansu_bootstrap, group, raw, len(bodies), bridge)
+        await wait_committed(kafka_bootstrap, group, raw, len(bodies), bridge)
         metrics = bridge.metrics()
         assert bridge.terminate() == 0, bridge.log_tail()
-    recs = await collect(tansu_bootstrap, [out, dead], until=4, timeout=30, dead_topics=[dead])
+    recs = await collect(kafka_bootstrap, [out, dead], until=4, timeout=30, dead_topics=[dead])
     assert sorted(r.event["id"] for r in recs if r.topic == out and r.event) == ["e0", "e1", "e2"]
     (dl,) = [r for r in recs if r.topic == dead]
     h = dl.headers
@@ -78,7 +79,7 @@ async def test_a_dead_letter_larger_than_the_broker_takes_is_cut_to_fit_never_dr
 
 
 async def test_counters_add_up_to_the_input_and_to_the_topics(
-    tansu_bootstrap: str, kafka_topic: Callable[..., str], tmp_path: Path
+    kafka_bootstrap: str, kafka_topic: Callable[..., str], tmp_path: Path
 ) -> None:
     """Mixed input (published, duplicate, unrouted, invalid, untrusted, unpublishable): messages in = published
     + duplicates + unrouted + dead letters by kind, and each counter equals the records on its topic."""
@@ -97,15 +98,15 @@ async def test_counters_add_up_to_the_input_and_to_the_topics(
         big["detail"]["Blob"] = "b" * 100_000
         bodies.append(orjson.dumps(big))
     group = f"bridge-{raw}"
-    cfg = config(tansu_bootstrap, raw, out, dead, group, trust={"aws_accounts": [TRUSTED]})
+    cfg = config(kafka_bootstrap, raw, out, dead, group, trust={"aws_accounts": [TRUSTED]})
     cfg["sink"]["max_request_bytes"] = 64 * 1024
     with BridgeProcess(cfg, tmp_path) as bridge:
         bridge.wait_ready()
-        await produce_fast(tansu_bootstrap, raw, bodies)
-        await wait_committed(tansu_bootstrap, group, raw, len(bodies), bridge)
+        await produce_fast(kafka_bootstrap, raw, bodies)
+        await wait_committed(kafka_bootstrap, group, raw, len(bodies), bridge)
         metrics = bridge.metrics()
         assert bridge.terminate() == 0, bridge.log_tail()
-    recs = await collect(tansu_bootstrap, [out, dead], until=40 + 9, timeout=30, settle=1.5, dead_topics=[dead])
+    recs = await collect(kafka_bootstrap, [out, dead], until=40 + 9, timeout=30, settle=1.5, dead_topics=[dead])
     on_out = [r for r in recs if r.topic == out]
     on_dead = [r for r in recs if r.topic == dead]
 

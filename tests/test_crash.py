@@ -40,7 +40,7 @@ def crash_config(
                 "group_id": group,
                 "max_batch_size": 200,
                 "commit_interval_ms": 1000,
-                "session_timeout_ms": 3000,
+                "session_timeout_ms": 6000,
                 "heartbeat_interval_ms": 500,
             }
         ],  # commits lag 1 s: a kill leaves published, uncommitted events
@@ -55,7 +55,7 @@ def crash_config(
 @pytest.mark.parametrize("store", ["memory", "redis"])
 async def test_kill_9_mid_stream_then_restart_loses_nothing(
     store: str,
-    tansu_bootstrap: str,
+    kafka_bootstrap: str,
     kafka_topic: Callable[..., str],
     redis_url: str,
     tmp_path: Path,
@@ -65,7 +65,7 @@ async def test_kill_9_mid_stream_then_restart_loses_nothing(
     Redis store the re-read events are counted and suppressed instead of republished."""
     raw, out, dead = kafka_topic("crash-raw", 3), kafka_topic("crash-out", 3), kafka_topic("crash-dead", 1)
     group = f"crash-{uuid.uuid4().hex[:8]}"
-    cfg = crash_config(tansu_bootstrap, raw, out, dead, group, store, redis_url)
+    cfg = crash_config(kafka_bootstrap, raw, out, dead, group, store, redis_url)
     events = [sagemaker_training_event(f"e{i}", f"job{i % 1000}", i // 1000) for i in range(N_EVENTS)]
     bodies = [orjson.dumps(e) for e in events]
 
@@ -75,7 +75,7 @@ async def test_kill_9_mid_stream_then_restart_loses_nothing(
 
         async def feed() -> None:  # a steady stream, so the kill lands mid-stream
             for i in range(0, N_EVENTS, 500):
-                await produce(tansu_bootstrap, raw, bodies[i : i + 500])
+                await produce(kafka_bootstrap, raw, bodies[i : i + 500])
                 await asyncio.sleep(0.15)
 
         feeder = asyncio.create_task(feed())
@@ -86,7 +86,7 @@ async def test_kill_9_mid_stream_then_restart_loses_nothing(
             out_now = first.metric_sum("bridge_events_out_total")
             if out_now < N_EVENTS * 0.3:
                 return False
-            committed_now, _ = await committed_and_end(tansu_bootstrap, group, raw)
+            committed_now, _ = await committed_and_end(kafka_bootstrap, group, raw)
             return out_now - sum(committed_now.values()) >= 500
 
         await wait_for(mid_stream, within=60, every=0.05, what=lambda: f"the kill point\n{first.log_tail()}")
@@ -97,8 +97,8 @@ async def test_kill_9_mid_stream_then_restart_loses_nothing(
             first.proc.kill()
 
     # what the killed process left behind: its published output and its committed input offsets
-    committed, _ = await committed_and_end(tansu_bootstrap, group, raw)
-    before = await collect(tansu_bootstrap, [out], until=int(out_now), timeout=20, settle=2.0)
+    committed, _ = await committed_and_end(kafka_bootstrap, group, raw)
+    before = await collect(kafka_bootstrap, [out], until=int(out_now), timeout=20, settle=2.0)
     ids_before = Counter(r.event["id"] for r in before if r.event)
     dup_before = sum(c - 1 for c in ids_before.values())
     # input offsets below the commit were all published (no input is dropped here); the rest were re-read
@@ -106,7 +106,7 @@ async def test_kill_9_mid_stream_then_restart_loses_nothing(
 
     with BridgeProcess(cfg, tmp_path, "second") as second:
         second.wait_ready()
-        recs = await collect_all_events(tansu_bootstrap, [out], N_EVENTS, within=90)
+        recs = await collect_all_events(kafka_bootstrap, [out], N_EVENTS, within=90)
         suppressed = second.metric_sum("bridge_duplicates_dropped_total")
         assert second.terminate() == 0
 

@@ -22,7 +22,7 @@ def daemon_config(bootstrap: str, raw: str, out_all: str, out_failed: str, dead:
     return {
         "log": {"level": "info"},
         "sources": [{"type": "kafka", "name": "kafka", "bootstrap_servers": bootstrap, "topics": [raw],
-                     "group_id": group, "session_timeout_ms": 3000, "heartbeat_interval_ms": 500}],
+                     "group_id": group, "session_timeout_ms": 6000, "heartbeat_interval_ms": 500}],
         "dedup": {"enabled": True},
         "reorder": {"enabled": True, "max_delay_ms": 300},
         "routes": [
@@ -37,7 +37,7 @@ def daemon_config(bootstrap: str, raw: str, out_all: str, out_failed: str, dead:
 
 
 async def test_daemon_routes_dedups_reorders_counts_and_commits_everything_on_sigterm(
-    tansu_bootstrap: str, kafka_topic: Callable[..., str], tmp_path: Path
+    kafka_bootstrap: str, kafka_topic: Callable[..., str], tmp_path: Path
 ) -> None:
     """Events in (with duplicates, out of order, one invalid) come out routed, ordered per subject, each once;
     /metrics counters match; SIGTERM exits 0 with every input offset committed."""
@@ -54,10 +54,10 @@ async def test_daemon_routes_dedups_reorders_counts_and_commits_everything_on_si
     rng.shuffle(shuffled)
     dups = shuffled[:25]
     bodies = [orjson.dumps(e) for e in shuffled + dups] + [b"{not json"]
-    with BridgeProcess(daemon_config(tansu_bootstrap, raw, out_all, out_failed, dead, group), tmp_path) as bridge:
+    with BridgeProcess(daemon_config(kafka_bootstrap, raw, out_all, out_failed, dead, group), tmp_path) as bridge:
         bridge.wait_ready()
-        await produce(tansu_bootstrap, raw, bodies)
-        recs = await collect(tansu_bootstrap, [out_all, out_failed, dead], until=200 + 5 + 1, timeout=60,
+        await produce(kafka_bootstrap, raw, bodies)
+        recs = await collect(kafka_bootstrap, [out_all, out_failed, dead], until=200 + 5 + 1, timeout=60,
                              settle=1.5, dead_topics=[dead])
         metrics = bridge.metrics()
         assert bridge.terminate() == 0, bridge.log_tail()
@@ -81,7 +81,7 @@ async def test_daemon_routes_dedups_reorders_counts_and_commits_everything_on_si
     lag = {k: v for k, v in metrics.items() if k.startswith("bridge_consumer_lag{") and 'source="kafka"' in k}
     assert lag and all(v == 0 for v in lag.values()), lag  # everything consumed: no lag left
     assert metrics['bridge_source_up{source="kafka"}'] == 1
-    committed, _ = await committed_and_end(tansu_bootstrap, group, raw)
+    committed, _ = await committed_and_end(kafka_bootstrap, group, raw)
     # offsets start at 0 on every partition, so the committed offsets must add up to every message produced
     # (tansu's ListOffsets answers are not reliable enough to compare with end offsets)
     assert sum(committed.values()) == len(bodies)

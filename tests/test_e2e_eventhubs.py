@@ -22,7 +22,7 @@ from testbed.process import BridgeProcess
 
 async def test_event_grid_events_through_event_hubs_reach_kafka_once_and_in_order(
     eventhub: Callable[..., str], eventhubs_connection_string: Callable[[str], str], azurite_connection_string: str,
-    checkpoint_container: Callable[[], str], tansu_bootstrap: str, kafka_topic: Callable[..., str], tmp_path: Path,
+    checkpoint_container: Callable[[], str], kafka_bootstrap: str, kafka_topic: Callable[..., str], tmp_path: Path,
 ) -> None:
     """Event Grid events (single and array bodies, duplicated, shuffled) sent with the SDK producer come out
     on Kafka once each, in per-run order, the blob checkpoints cover every partition's last event, and
@@ -54,11 +54,11 @@ async def test_event_grid_events_through_event_hubs_reach_kafka_once_and_in_orde
         "reorder": {"max_delay_ms": 1000},
         "routes": [{"name": "all", "topic": out}],
         "deadletter": {"topic": "eh-dead"},
-        "sink": {"type": "kafka", "bootstrap_servers": tansu_bootstrap},
+        "sink": {"type": "kafka", "bootstrap_servers": kafka_bootstrap},
     }
     with BridgeProcess(cfg, tmp_path) as bridge:
         bridge.wait_ready()
-        recs = await collect(tansu_bootstrap, [out], until=len(events), timeout=60, settle=2.0)
+        recs = await collect(kafka_bootstrap, [out], until=len(events), timeout=60, settle=2.0)
         dups = bridge.metric_sum("bridge_duplicates_dropped_total")
         lag = bridge.wait_for_zero_lag("azure", {"0", "1"})
         assert bridge.terminate() == 0, bridge.log_tail()

@@ -22,7 +22,7 @@ async def test_eventbridge_to_sqs_to_bridge_to_kafka(
     aws_client_kwargs: dict[str, str],
     moto_endpoint: str,
     sqs_queue: Callable[..., str],
-    tansu_bootstrap: str,
+    kafka_bootstrap: str,
     kafka_topic: Callable[..., str],
     tmp_path: Path,
 ) -> None:
@@ -94,11 +94,11 @@ async def test_eventbridge_to_sqs_to_bridge_to_kafka(
         "reorder": {"max_delay_ms": 1500},
         "routes": [{"name": "all", "topic": out}],
         "deadletter": {"topic": dead},
-        "sink": {"type": "kafka", "bootstrap_servers": tansu_bootstrap},
+        "sink": {"type": "kafka", "bootstrap_servers": kafka_bootstrap},
     }
     with BridgeProcess(cfg, tmp_path) as bridge:
         bridge.wait_ready()
-        recs = await collect(tansu_bootstrap, [out], until=21, timeout=60, settle=2.0)
+        recs = await collect(kafka_bootstrap, [out], until=21, timeout=60, settle=2.0)
         dups = bridge.metric_sum("bridge_duplicates_dropped_total")
         queue = queue_url.rsplit("/", 1)[-1]
         lag = bridge.wait_for_zero_lag("aws", {queue})

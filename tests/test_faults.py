@@ -16,9 +16,10 @@ import orjson
 import pytest
 
 from bridge.testing.events import sagemaker_training_event
+from testbed.apache_kafka import ApacheKafka
 from testbed.kafka import OutRecord, collect, produce
 from testbed.process import BridgeProcess
-from testbed.servers import RedisServer, Tansu
+from testbed.servers import RedisServer
 from testbed.waiting import ConditionNotReached, wait_for_sync
 
 GRACE = 6.0
@@ -26,10 +27,10 @@ PAUSE = 20.0
 
 
 @pytest.fixture(scope="module")
-def brokers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Tansu, Tansu]]:
-    """Two private tansu brokers (never the session one): the source's and the sink's, to pause separately."""
-    source = Tansu(log_dir=tmp_path_factory.mktemp("tansu-src")).start()
-    sink = Tansu(log_dir=tmp_path_factory.mktemp("tansu-sink")).start()
+def brokers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApacheKafka, ApacheKafka]]:
+    """Two private Apache Kafka brokers (never the session one): the source's and the sink's, to pause separately."""
+    source = ApacheKafka(log_dir=tmp_path_factory.mktemp("kafka-src")).start()
+    sink = ApacheKafka(log_dir=tmp_path_factory.mktemp("kafka-sink")).start()
     try:
         yield source, sink
     finally:
@@ -39,7 +40,8 @@ def brokers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Tansu, T
             b.stop()
 
 
-def fault_config(src: Tansu, sink: Tansu, raw: str, out: str, dead: str, dedup: dict[str, Any]) -> dict[str, Any]:
+def fault_config(src: ApacheKafka, sink: ApacheKafka, raw: str, out: str, dead: str,
+                 dedup: dict[str, Any]) -> dict[str, Any]:
     return {
         "log": {"level": "info"},
         "sources": [{"type": "kafka", "name": "kafka", "bootstrap_servers": src.bootstrap, "topics": [raw],
@@ -60,7 +62,7 @@ def batch(tag: str, n: int, jobs: int = 5) -> list[dict[str, Any]]:
     return [sagemaker_training_event(f"{tag}-{i}", f"{tag}-job{i % jobs}", 10 + i // jobs) for i in range(n)]
 
 
-async def send(src: Tansu, raw: str, events: list[dict[str, Any]]) -> None:
+async def send(src: ApacheKafka, raw: str, events: list[dict[str, Any]]) -> None:
     """Produce keyed by job, so each subject stays in one input partition."""
     await produce(src.bootstrap, raw, [orjson.dumps(e) for e in events],
                   keys=[e["detail"]["TrainingJobName"].encode() for e in events])
@@ -107,7 +109,7 @@ def sigterm_within_grace(bridge: BridgeProcess) -> float:
     return took
 
 
-async def output(sink: Tansu, out: str, until: int, timeout: float = 60.0) -> list[OutRecord]:
+async def output(sink: ApacheKafka, out: str, until: int, timeout: float = 60.0) -> list[OutRecord]:
     return await collect(sink.bootstrap, [out], until=until, timeout=timeout, settle=1.0)
 
 
@@ -125,7 +127,7 @@ def assert_order(records: list[OutRecord]) -> None:
 
 
 async def test_redis_killed_and_restarted_then_sigterm_while_blocked(
-    brokers: tuple[Tansu, Tansu], tmp_path: Path
+    brokers: tuple[ApacheKafka, ApacheKafka], tmp_path: Path
 ) -> None:
     """Redis (block policy) killed: /readyz 503 naming the dedup store and nothing published unchecked; restarted:
     ready again, the held events out, duplicates of delivered ones still suppressed. Killed again: SIGTERM exits
@@ -173,7 +175,7 @@ async def test_redis_killed_and_restarted_then_sigterm_while_blocked(
 
 
 async def test_wrong_redis_password_blocks_and_is_reported_or_passes_when_configured(
-    brokers: tuple[Tansu, Tansu], tmp_path: Path
+    brokers: tuple[ApacheKafka, ApacheKafka], tmp_path: Path
 ) -> None:
     """A wrong Redis password: with ``block`` /readyz says 503 with the authentication error, nothing is
     published, SIGTERM exits within the grace period; with ``pass`` the bridge is ready, publishes every event
@@ -208,7 +210,7 @@ async def test_wrong_redis_password_blocks_and_is_reported_or_passes_when_config
     assert sorted(r.event["id"] for r in recs if r.event) == sorted(e["id"] for e in events)
 
 
-async def test_source_broker_paused(brokers: tuple[Tansu, Tansu], tmp_path: Path) -> None:
+async def test_source_broker_paused(brokers: tuple[ApacheKafka, ApacheKafka], tmp_path: Path) -> None:
     """The source broker hangs (SIGSTOP) for 20 s: /readyz 503 naming the source broker while /healthz stays 200;
     resumed: ready again and every event (before and after) out exactly once, in order per subject."""
     src, snk = brokers
@@ -236,7 +238,9 @@ async def test_source_broker_paused(brokers: tuple[Tansu, Tansu], tmp_path: Path
     assert_order(recs)
 
 
-async def test_sink_broker_paused_then_sigterm_while_it_hangs(brokers: tuple[Tansu, Tansu], tmp_path: Path) -> None:
+async def test_sink_broker_paused_then_sigterm_while_it_hangs(
+    brokers: tuple[ApacheKafka, ApacheKafka], tmp_path: Path
+) -> None:
     """The sink broker hangs for 20 s with events pending: /readyz 503 (sink unreachable, pipeline stalled) and
     bridge_pipeline_stalled 1; resumed: ready again and nothing lost. Hung again: SIGTERM exits within the grace
     period, and the undelivered events come out after a restart."""

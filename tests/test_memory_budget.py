@@ -42,7 +42,7 @@ def _peak_rss_mb(pid: int) -> float:
 
 
 async def test_backlog_drains_within_the_memory_limit(
-    tansu_bootstrap: str, kafka_topic: Callable[..., str], tmp_path: Path
+    kafka_bootstrap: str, kafka_topic: Callable[..., str], tmp_path: Path
 ) -> None:
     """A 40,000-event backlog (about 170 MB raw, over 1 GB as parsed events) with 300 KB events mixed in drains
     under limits.memory_mb 256 with a reorder delay (20 s) that would hold it all: every event is published once,
@@ -50,17 +50,17 @@ async def test_backlog_drains_within_the_memory_limit(
     flushes early instead)."""
     raw, out, dead = kafka_topic("mem-raw", 4), kafka_topic("mem-out", 4), kafka_topic("mem-dead", 1)
     bodies, keys = _backlog(40_000, 100)
-    await produce_fast(tansu_bootstrap, raw, bodies, keys)
+    await produce_fast(kafka_bootstrap, raw, bodies, keys)
     raw_mb = sum(map(len, bodies)) / 2**20
     group = f"bridge-{raw}"
     cfg = {
         "log": {"level": "info"},
-        "sources": [{"type": "kafka", "name": "kafka", "bootstrap_servers": tansu_bootstrap, "topics": [raw],
-                     "group_id": group, "session_timeout_ms": 3000, "heartbeat_interval_ms": 500}],
+        "sources": [{"type": "kafka", "name": "kafka", "bootstrap_servers": kafka_bootstrap, "topics": [raw],
+                     "group_id": group, "session_timeout_ms": 6000, "heartbeat_interval_ms": 500}],
         "reorder": {"max_delay_ms": 20_000, "max_events": 1_000_000},
         "routes": [{"name": "all", "topic": out}],
         "deadletter": {"topic": dead},
-        "sink": {"type": "kafka", "bootstrap_servers": tansu_bootstrap},
+        "sink": {"type": "kafka", "bootstrap_servers": kafka_bootstrap},
         "limits": {"memory_mb": MEMORY_MB},
     }
     with BridgeProcess(cfg, tmp_path) as bridge:
@@ -71,7 +71,7 @@ async def test_backlog_drains_within_the_memory_limit(
         async def drained() -> bool:
             nonlocal committed
             assert bridge.proc is not None and bridge.proc.poll() is None, bridge.log_tail()
-            committed, _ = await committed_and_end(tansu_bootstrap, group, raw)
+            committed, _ = await committed_and_end(kafka_bootstrap, group, raw)
             return sum(committed.values()) >= len(bodies)
 
         with contextlib.suppress(ConditionNotReached):  # asserted below, with the offsets
@@ -80,7 +80,7 @@ async def test_backlog_drains_within_the_memory_limit(
         metrics = bridge.metrics()
         assert bridge.terminate() == 0, bridge.log_tail()
     assert sum(committed.values()) == len(bodies), f"not drained: {committed}"
-    ids = await ids_on(tansu_bootstrap, out, len(bodies))
+    ids = await ids_on(kafka_bootstrap, out, len(bodies))
     assert len(ids) == len(bodies) and len(set(ids)) == len(bodies)
     assert metrics['bridge_events_out_total{route="all"}'] == len(bodies)
     assert metrics["bridge_reorder_early_flushes_total"] > 0  # the byte bound, not the 20 s delay, released most

@@ -23,7 +23,7 @@ def _body(event_id: str, job: str, second: int) -> bytes:
 
 
 async def test_a_poison_message_is_dead_lettered_and_the_daemon_keeps_consuming(
-    tansu_bootstrap: str, kafka_topic: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+    kafka_bootstrap: str, kafka_topic: Callable[..., str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two messages whose normalization raises, among good ones, in two waves: every good event is published,
     each poison message becomes one dead letter (kind error, reason with the exception, its source position),
@@ -33,12 +33,12 @@ async def test_a_poison_message_is_dead_lettered_and_the_daemon_keeps_consuming(
     group = f"bridge-{raw}"
     cfg = parse_config({
         "http": {"host": "127.0.0.1", "port": 0},
-        "sources": [{"type": "kafka", "name": "kafka", "bootstrap_servers": tansu_bootstrap, "topics": [raw],
-                     "group_id": group, "session_timeout_ms": 3000, "heartbeat_interval_ms": 500}],
+        "sources": [{"type": "kafka", "name": "kafka", "bootstrap_servers": kafka_bootstrap, "topics": [raw],
+                     "group_id": group, "session_timeout_ms": 6000, "heartbeat_interval_ms": 500}],
         "reorder": {"max_delay_ms": 100},
         "routes": [{"name": "all", "topic": out}],
         "deadletter": {"topic": dead},
-        "sink": {"type": "kafka", "bootstrap_servers": tansu_bootstrap},
+        "sink": {"type": "kafka", "bootstrap_servers": kafka_bootstrap},
         "shutdown": {"grace_seconds": 10},
     })
     daemon = Daemon(cfg)
@@ -49,12 +49,12 @@ async def test_a_poison_message_is_dead_lettered_and_the_daemon_keeps_consuming(
 
         async def committed(total: int) -> bool:
             assert not runner.done(), "the daemon ended while consuming"
-            offsets, _ = await committed_and_end(tansu_bootstrap, group, raw)
+            offsets, _ = await committed_and_end(kafka_bootstrap, group, raw)
             return sum(offsets.values()) >= total
 
-        await produce_fast(tansu_bootstrap, raw, first)
+        await produce_fast(kafka_bootstrap, raw, first)
         await wait_for(lambda: committed(len(first)), within=60, every=0.5, what="the first wave committed")
-        await produce_fast(tansu_bootstrap, raw, second)
+        await produce_fast(kafka_bootstrap, raw, second)
         await wait_for(lambda: committed(len(first) + len(second)), within=60, every=0.5,
                        what="the second wave committed")
         errors = daemon.metrics.registry.get_sample_value("bridge_deadlettered_total", {"kind": "error"})
@@ -63,7 +63,7 @@ async def test_a_poison_message_is_dead_lettered_and_the_daemon_keeps_consuming(
         code = await asyncio.wait_for(runner, 30)
     assert code == 0
     assert errors == 2
-    recs = await collect(tansu_bootstrap, [out, dead], until=6, timeout=30, dead_topics=[dead])
+    recs = await collect(kafka_bootstrap, [out, dead], until=6, timeout=30, dead_topics=[dead])
     assert sorted(r.event["id"] for r in recs if r.topic == out and r.event) == ["e0", "e1", "e2", "e3"]
     dead_letters = sorted((r for r in recs if r.topic == dead), key=lambda r: r.headers["dlq_position"])
     assert [r.headers["dlq_position"] for r in dead_letters] == [f"{raw}/0@1".encode(), f"{raw}/0@4".encode()]

@@ -148,26 +148,26 @@ def check_order(recs: Sequence[OutRecord]) -> None:
 
 
 async def test_two_kafka_replicas_one_killed(
-    tansu_bootstrap: str, kafka_topic: Callable[..., str], redis_url: str, tmp_path: Path
+    kafka_bootstrap: str, kafka_topic: Callable[..., str], redis_url: str, tmp_path: Path
 ) -> None:
     """Kafka consumer group: two replicas share 4 partitions; one is SIGKILLed mid-stream and restarted; every
     event comes out, the re-read ones are suppressed by Redis, and per-subject order holds."""
     raw, out = kafka_topic("scale-raw", 4), kafka_topic("scale-out", 4)
-    source = {"type": "kafka", "name": "kafka", "bootstrap_servers": tansu_bootstrap, "topics": [raw],
+    source = {"type": "kafka", "name": "kafka", "bootstrap_servers": kafka_bootstrap, "topics": [raw],
               "group_id": f"scale-{uuid.uuid4().hex[:8]}", "max_batch_size": 100, "commit_interval_ms": 1000,
-              "session_timeout_ms": 3000, "heartbeat_interval_ms": 500}
+              "session_timeout_ms": 6000, "heartbeat_interval_ms": 500}
     events = stream()
 
-    feed = kafka_feed(tansu_bootstrap, raw)
+    feed = kafka_feed(kafka_bootstrap, raw)
 
-    recs, suppressed = await kill_one_mid_stream(base_config(source, out, tansu_bootstrap, redis_url), tmp_path,
-                                                 feed, events, tansu_bootstrap, out)
+    recs, suppressed = await kill_one_mid_stream(base_config(source, out, kafka_bootstrap, redis_url), tmp_path,
+                                                 feed, events, kafka_bootstrap, out)
     check_everything_out(recs, events, suppressed)
     check_order(recs)
 
 
 async def test_two_sqs_replicas_one_killed(
-    aws_client_kwargs: dict[str, str], moto_endpoint: str, sqs_queue: Callable[..., str], tansu_bootstrap: str,
+    aws_client_kwargs: dict[str, str], moto_endpoint: str, sqs_queue: Callable[..., str], kafka_bootstrap: str,
     kafka_topic: Callable[..., str], redis_url: str, tmp_path: Path,
 ) -> None:
     """SQS competing consumers: two replicas on one queue; one is SIGKILLed mid-stream (its received messages
@@ -189,14 +189,14 @@ async def test_two_sqs_replicas_one_killed(
                 res = await sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
                 assert not res.get("Failed"), res  # moto's own pace (~0.1 s a call) spreads the stream
 
-    recs, suppressed = await kill_one_mid_stream(base_config(source, out, tansu_bootstrap, redis_url), tmp_path,
-                                                 feed, events, tansu_bootstrap, out)
+    recs, suppressed = await kill_one_mid_stream(base_config(source, out, kafka_bootstrap, redis_url), tmp_path,
+                                                 feed, events, kafka_bootstrap, out)
     check_everything_out(recs, events, suppressed)
 
 
 async def test_two_eventhubs_replicas_one_killed(
     eventhub: Callable[..., str], eventhubs_connection_string: Callable[[str], str], azurite_connection_string: str,
-    checkpoint_container: Callable[[], str], tansu_bootstrap: str, kafka_topic: Callable[..., str], redis_url: str,
+    checkpoint_container: Callable[[], str], kafka_bootstrap: str, kafka_topic: Callable[..., str], redis_url: str,
     tmp_path: Path,
 ) -> None:
     """Event Hubs: two replicas balance 4 partitions through the blob checkpoint store (two owners, seen in the
@@ -247,9 +247,9 @@ async def test_two_eventhubs_replicas_one_killed(
         ownership["after_kill"] = await wait_for(one_owner, within=60, every=0.5,
                                                  what="ownership of every partition moved to the survivor")
 
-    cfg = base_config(source, out, tansu_bootstrap, redis_url)
+    cfg = base_config(source, out, kafka_bootstrap, redis_url)
     cfg["reorder"]["max_delay_ms"] = 500
-    recs, suppressed = await kill_one_mid_stream(cfg, tmp_path, feed, events, tansu_bootstrap, out,
+    recs, suppressed = await kill_one_mid_stream(cfg, tmp_path, feed, events, kafka_bootstrap, out,
                                                  before_kill=shared, before_restart=survivor_owns_everything)
     before = ownership["before_kill"]
     assert len(before) == 4 and len(set(before.values())) == 2, f"the two replicas did not share: {before}"
@@ -260,30 +260,30 @@ async def test_two_eventhubs_replicas_one_killed(
 
 
 async def test_two_kafka_replicas_one_killed_publish_each_transition_once(
-    tansu_bootstrap: str, kafka_topic: Callable[..., str], redis_url: str, tmp_path: Path
+    kafka_bootstrap: str, kafka_topic: Callable[..., str], redis_url: str, tmp_path: Path
 ) -> None:
     """ML lifecycle state across replicas: two `bridge run` replicas share the Redis store of a `changes_only`
     route; one is SIGKILLed mid-stream and restarted (its partitions move to the other and back). Per subject the
     transitions topic holds exactly the first InProgress and the first Completed event (a copy of the same event
     at most, at least once), in that order: no repeat of a status, whichever replica saw it."""
     raw, out, transitions = kafka_topic("state-raw", 4), kafka_topic("state-all", 4), kafka_topic("state-tr", 4)
-    source = {"type": "kafka", "name": "kafka", "bootstrap_servers": tansu_bootstrap, "topics": [raw],
+    source = {"type": "kafka", "name": "kafka", "bootstrap_servers": kafka_bootstrap, "topics": [raw],
               "group_id": f"state-{uuid.uuid4().hex[:8]}", "max_batch_size": 100, "commit_interval_ms": 1000,
-              "session_timeout_ms": 3000, "heartbeat_interval_ms": 500}
+              "session_timeout_ms": 6000, "heartbeat_interval_ms": 500}
     steps = N_EVENTS // N_JOBS
     completed_from = steps * 2 // 3
     events = [sagemaker_training_event(f"e-{i}", f"job{i % N_JOBS}", i // N_JOBS,
                                        "Completed" if i // N_JOBS >= completed_from else "InProgress")
               for i in range(N_EVENTS)]
-    cfg = base_config(source, out, tansu_bootstrap, redis_url)
+    cfg = base_config(source, out, kafka_bootstrap, redis_url)
     cfg["state"] = {"key_prefix": cfg["dedup"]["key_prefix"] + "state:"}
     cfg["routes"].append({"name": "transitions", "topic": transitions, "changes_only": True})
 
-    feed = kafka_feed(tansu_bootstrap, raw)
+    feed = kafka_feed(kafka_bootstrap, raw)
 
-    recs, suppressed = await kill_one_mid_stream(cfg, tmp_path, feed, events, tansu_bootstrap, out)
+    recs, suppressed = await kill_one_mid_stream(cfg, tmp_path, feed, events, kafka_bootstrap, out)
     check_everything_out(recs, events, suppressed)
-    changes = await collect(tansu_bootstrap, [transitions], until=2 * N_JOBS, timeout=30, settle=1.0)
+    changes = await collect(kafka_bootstrap, [transitions], until=2 * N_JOBS, timeout=30, settle=1.0)
     per_subject: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for r in sorted(changes, key=lambda r: (r.partition, r.offset)):
         assert r.event is not None

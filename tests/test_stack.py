@@ -24,6 +24,7 @@ def test_local_stack_routes_every_unique_corpus_event_and_stops_cleanly(tmp_path
     out = res.stdout
     assert res.returncode == 0, out[-3000:] + res.stderr[-3000:]
     assert "== OK:" in out and "exit code 0" in out and "== brokers stopped" in out
+    assert "Apache Kafka 4." in out, "the stack runs on Apache Kafka where a JDK is found (this machine has one)"
     assert "ml.jobs.failed" in out and "ml.events.deadletter" in out
     table = out.split("== bridge state --config", 1)[1]
     assert "SUBJECT" in table and "STATUS" in table and "training-job/kmeans-1" in table

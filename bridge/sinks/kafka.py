@@ -13,17 +13,27 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Literal, TypeVar
 
 import structlog
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    LeaderNotAvailableError,
+    NodeNotReadyError,
+    NotLeaderForPartitionError,
+    RequestTimedOutError,
+    UnknownTopicOrPartitionError,
+)
 from aiokafka.partitioner import DefaultPartitioner
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from bridge.aio import completed
 from bridge.kafka_common import KafkaClientSettings
 from bridge.model import Header, OutRecord, Probe, PublishError
+from bridge.retry import PUBLISH
 from bridge.sinks.encoding import (
     STRUCTURED_CONTENT_TYPE,
     BinaryEncoder,
@@ -45,6 +55,7 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 _Record = tuple[bytes | None, bytes, list[Header]]
+_T = TypeVar("_T")
 _default_partitioner = DefaultPartitioner()
 _partition_memo: dict[tuple[bytes, int], int] = {}
 
@@ -68,6 +79,45 @@ class KafkaPublishError(PublishError):
         permanent = permanent or (bool(errors) and all(not getattr(e, "retriable", True) for e in errors))
         super().__init__(message, permanent=permanent)
         self.errors = list(errors)
+
+
+class _Handover:
+    """Hands one group's batches to the producer, waiting out a broker that cannot take them yet.
+
+    Before a batch is in the producer's queue nothing of it was sent, so a transient failure there (no metadata
+    for the topic yet, no room in the partition's queue within the request timeout: a broker restarting, a topic
+    being created, a leader moving) is waited out with backoff instead of failing the group: the batches already
+    handed over stay where they are, so nothing is written twice and each partition keeps the order of the
+    group. Errors that retrying cannot help (``retriable`` false, other than the producer's own timeout) raise."""
+
+    __slots__ = ("_retries", "_sink", "_waiting")
+
+    def __init__(self, sink: str) -> None:
+        self._sink = sink
+        self._retries = PUBLISH.retries()
+        self._waiting = False
+
+    async def send(self, producer: AIOKafkaProducer, batch: Any, topic: str, partition: int) -> asyncio.Future[Any]:
+        return await self.retrying(lambda: producer.send_batch(batch, topic, partition=partition))
+
+    async def retrying(self, step: Callable[[], Awaitable[_T]]) -> _T:
+        while True:
+            try:
+                result = await step()
+            except (KafkaTimeoutError, KafkaConnectionError, NotLeaderForPartitionError, LeaderNotAvailableError,
+                    UnknownTopicOrPartitionError, RequestTimedOutError, NodeNotReadyError) as exc:
+                delay = self._retries.failed()
+                if not self._waiting or self._retries.failures % 20 == 0:
+                    log.warning("kafka.handover_waiting", sink=self._sink, attempt=self._retries.failures,
+                                retry_in=round(delay, 2), error=f"{type(exc).__name__}: {exc}")
+                self._waiting = True
+                await asyncio.sleep(delay)
+                continue
+            if self._waiting:
+                log.info("kafka.handover_resumed", sink=self._sink, attempts=self._retries.failures)
+                self._waiting = False
+                self._retries.succeeded()
+            return result
 
 
 class KafkaSinkConfig(KafkaClientSettings):
@@ -102,10 +152,19 @@ class KafkaSinkConfig(KafkaClientSettings):
         "once); 1: the leader only; 0: no confirmation (events may be lost)",
     )
     enable_idempotence: bool = Field(
-        False,
-        description="idempotent producer (broker drops copies from producer retries); off by default because the "
-        "tansu test broker has none: turn on for real Kafka if wanted",
+        True,
+        description="idempotent producer, Kafka's own default since 3.0 (the broker drops the copies a producer "
+        "retry would write, and keeps each partition's records in the order they were sent); needs acks all; "
+        "turn off only for a broker without it",
     )
+
+
+    @model_validator(mode="after")
+    def _idempotence_needs_acks_all(self) -> KafkaSinkConfig:
+        if self.enable_idempotence and self.acks != "all":
+            raise ValueError(f"enable_idempotence needs acks all (got acks {self.acks}); set enable_idempotence: false "
+                             "to publish with fewer acknowledgements")
+        return self
 
 
 class KafkaSink:
@@ -191,19 +250,20 @@ class KafkaSink:
             group.append((key, value, headers))
 
         futures: list[asyncio.Future[Any]] = []
+        hand = _Handover(self.name)
         try:
-            groups = await self._group(producer, by_topic)
+            groups = await hand.retrying(lambda: self._group(producer, by_topic))
             for (topic, partition), group_records in groups.items():
                 batch = producer.create_batch()
                 for key, value, headers in group_records:
                     if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
-                        futures.append(await producer.send_batch(batch, topic, partition=partition))
+                        futures.append(await hand.send(producer, batch, topic, partition))
                         batch = producer.create_batch()
                         if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
                             msg = f"record of {len(value)} bytes does not fit a batch (max_batch_bytes)"
                             raise KafkaPublishError(msg, [], permanent=True)
                 if batch.record_count():
-                    futures.append(await producer.send_batch(batch, topic, partition=partition))
+                    futures.append(await hand.send(producer, batch, topic, partition))
         except Exception as exc:
             await asyncio.gather(*futures, return_exceptions=True)
             log.error("kafka.publish_failed", sink=self.name, error=repr(exc))

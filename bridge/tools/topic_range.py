@@ -47,9 +47,10 @@ class TopicRange:
         self._consumer = consumer
         try:
             await consumer.start()
-            if self.topic not in await consumer.topics():
+            cluster = await consumer._client.fetch_all_metadata()  # every topic: never auto-creates one
+            if self.topic not in cluster.topics():
                 raise TopicMissing(f"topic {self.topic} does not exist on {self.settings.bootstrap_servers}")
-            numbers = sorted(consumer.partitions_for_topic(self.topic) or ())
+            numbers = sorted(cluster.partitions_for_topic(self.topic) or ())
             partitions = [TopicPartition(self.topic, p) for p in numbers]
             consumer.assign(partitions)
             self.end = await consumer.end_offsets(partitions)
@@ -60,29 +61,12 @@ class TopicRange:
                 for tp in partitions:
                     hit = found.get(tp)
                     self.start[tp] = max(begin[tp], hit.offset) if hit is not None else self.end[tp]
-            await self._confirm_ends(consumer, [tp for tp in partitions if self.end[tp] > 0])
             for tp in partitions:
                 consumer.seek(tp, self.start[tp])
         except BaseException:
             await self.close()
             raise
         return self
-
-    async def _confirm_ends(self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> None:
-        """Take the high watermark of a fetch at each partition's end as its end, when it is higher than what
-        ListOffsets said: tansu 0.6 answers ListOffsets with the last batch's base offset + 1, not the offset
-        after its last record (on Kafka both agree, and this costs one fetch per partition)."""
-        for tp in partitions:
-            consumer.seek(tp, self.end[tp] - 1)
-        waiting = set(partitions)
-        deadline = time.monotonic() + self.idle_timeout
-        while waiting and time.monotonic() < deadline:
-            await consumer.getmany(*waiting, timeout_ms=500, max_records=1)
-            for tp in list(waiting):
-                hw = consumer.highwater(tp)
-                if hw is not None:
-                    self.end[tp] = max(self.end[tp], hw)
-                    waiting.discard(tp)
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None

@@ -1,4 +1,4 @@
-"""Smoke run of the benchmark (bench/): every phase on the session tansu broker with a tiny input.
+"""Smoke run of the benchmark (bench/): every phase on the session Kafka broker with a tiny input.
 
 No timing assertions: these tests prove the benchmark code runs end to end and that its figures are
 consistent with its input (counts of records, duplicates, dead letters, memory fill sizes).
@@ -17,7 +17,7 @@ from bench.report import render_table
 from bench.run import build_parser, run, write_results
 from bridge.model import RawMessage
 from bridge.normalize import normalize_all
-from testbed.servers import Tansu
+from testbed.apache_kafka import ApacheKafka
 
 
 def test_generate_makes_the_requested_mix(shared_dir: Path) -> None:
@@ -40,7 +40,7 @@ def test_generate_makes_the_requested_mix(shared_dir: Path) -> None:
     assert 900 < ds.summary()["mean_bytes"] < 1300
 
 
-async def test_bench_smoke_run(tansu: Tansu, tmp_path: Path) -> None:
+async def test_bench_smoke_run(kafka: ApacheKafka, tmp_path: Path) -> None:
     """A tiny full benchmark run produces every figure, consistent with the input it generated."""
     prefix = f"smoke-{uuid.uuid4().hex[:8]}"
     args = build_parser().parse_args([
@@ -48,7 +48,7 @@ async def test_bench_smoke_run(tansu: Tansu, tmp_path: Path) -> None:
         "--dedup-ids", "20000", "--reorder-subjects", "500", "--reorder-events", "1000",
         "--repeat", "1", "--prefix", prefix, "--workdir", str(tmp_path),
     ])
-    results = await run(args, kafka=tansu)
+    results = await run(args, kafka=kafka)  # type: ignore[arg-type]
 
     data = results["data"]
     assert data["records"] == 3000 and data["duplicates"] == 150 and data["malformed"] == 3

@@ -104,7 +104,7 @@ def _bridge_config(tmp_path: Path, bootstrap: str, topics: dict[str, str], group
         "http": {"host": "127.0.0.1", "port": port},
         "log": {"level": "info", "format": "json"},
         "sources": [{"type": "kafka", "name": "kafka", "bootstrap_servers": bootstrap, "topics": [topics["raw"]],
-                     "group_id": group, "session_timeout_ms": 3000, "heartbeat_interval_ms": 500}],
+                     "group_id": group, "session_timeout_ms": 6000, "heartbeat_interval_ms": 500}],
         "dedup": {"enabled": True},
         "reorder": {"enabled": True, "max_delay_ms": 300},
         "routes": [
@@ -190,14 +190,14 @@ def test_every_module_imports_and_the_venv_holds_only_the_lock(docker: Docker, b
 
 
 async def test_run_moves_events_end_to_end_hardened_and_stops_cleanly(
-    docker: Docker, bridge_image: str, tansu_bootstrap: str, topics: dict[str, str], containers: list[Container],
+    docker: Docker, bridge_image: str, kafka_bootstrap: str, topics: dict[str, str], containers: list[Container],
     tmp_path: Path,
 ) -> None:
     """`bridge run` in the image with --read-only --cap-drop ALL --security-opt no-new-privileges on the host's
     test broker routes, dedups and dead-letters real traffic; /healthz /readyz /metrics answer; the HEALTHCHECK
     turns healthy; `docker stop` exits 0 after the drain is logged, with every input offset committed."""
     group = f"image-{uuid.uuid4().hex[:8]}"
-    config, port = _bridge_config(tmp_path, tansu_bootstrap, topics, group)
+    config, port = _bridge_config(tmp_path, kafka_bootstrap, topics, group)
     c = docker.start(bridge_image, [*HARDENED, "--health-interval=1s", "-v", f"{config}:/etc/bridge/config.yaml:ro"])
     containers.append(c)
     _wait_http(c, port, "/readyz", 200)
@@ -207,8 +207,8 @@ async def test_run_moves_events_end_to_end_hardened_and_stops_cleanly(
                                        ("Completed" if step == 4 else "InProgress"))
               for job in range(12) for step in range(5)]
     bodies = [orjson.dumps(e) for e in reversed(events)] + [orjson.dumps(events[0])] + [b"{not json"]
-    await produce(tansu_bootstrap, topics["raw"], bodies)
-    recs = await collect(tansu_bootstrap, [topics["all"], topics["failed"], topics["dead"]],
+    await produce(kafka_bootstrap, topics["raw"], bodies)
+    recs = await collect(kafka_bootstrap, [topics["all"], topics["failed"], topics["dead"]],
                          until=len(events) + 4 + 1, timeout=90, settle=1.5, dead_topics=[topics["dead"]])
     by_topic: dict[str, list[Any]] = defaultdict(list)
     for r in recs:
@@ -250,17 +250,17 @@ async def test_run_moves_events_end_to_end_hardened_and_stops_cleanly(
     assert messages.index("daemon.stop_requested") < messages.index("daemon.shutting_down") \
         < messages.index("daemon.stopped")
     assert messages[-1] == "daemon.stopped" and lines[-1]["exit_code"] == 0
-    committed, _ = await committed_and_end(tansu_bootstrap, group, topics["raw"])
+    committed, _ = await committed_and_end(kafka_bootstrap, group, topics["raw"])
     assert sum(committed.values()) == len(bodies)
 
 
 def test_healthcheck_stays_healthy_with_http_proxy_set(
-    docker: Docker, bridge_image: str, tansu_bootstrap: str, topics: dict[str, str], containers: list[Container],
+    docker: Docker, bridge_image: str, kafka_bootstrap: str, topics: dict[str, str], containers: list[Container],
     tmp_path: Path,
 ) -> None:
     """With http_proxy/HTTP_PROXY pointing at a dead proxy (urllib then fails inside the container), the
     HEALTHCHECK still turns healthy; the same probe against a closed port fails."""
-    config, port = _bridge_config(tmp_path, tansu_bootstrap, topics, f"proxy-{uuid.uuid4().hex[:8]}")
+    config, port = _bridge_config(tmp_path, kafka_bootstrap, topics, f"proxy-{uuid.uuid4().hex[:8]}")
     with RefusedPort() as proxy_port, RefusedPort() as closed_port:
         proxy = f"http://127.0.0.1:{proxy_port}"
         c = docker.start(bridge_image, [*HARDENED, "--health-interval=1s", "-e", f"http_proxy={proxy}",
@@ -279,13 +279,13 @@ def test_healthcheck_stays_healthy_with_http_proxy_set(
 
 
 async def test_run_under_a_memory_limit_reports_exit_and_peak_memory(
-    docker: Docker, bridge_image: str, tansu_bootstrap: str, topics: dict[str, str], tmp_path: Path
+    docker: Docker, bridge_image: str, kafka_bootstrap: str, topics: dict[str, str], tmp_path: Path
 ) -> None:
     """run_with_memory_limit runs the image under --memory 768m until the traffic is through, then stops it: exit 0,
     no OOM kill, and a peak memory read from the container's cgroup (the harness of the backlog-under-budget test)."""
     events = [sagemaker_training_event(f"m-{i}", f"mjob{i % 50}", i) for i in range(2000)]
-    await produce(tansu_bootstrap, topics["raw"], [orjson.dumps(e) for e in events])
-    config, port = _bridge_config(tmp_path, tansu_bootstrap, topics, f"mem-{uuid.uuid4().hex[:8]}")
+    await produce(kafka_bootstrap, topics["raw"], [orjson.dumps(e) for e in events])
+    config, port = _bridge_config(tmp_path, kafka_bootstrap, topics, f"mem-{uuid.uuid4().hex[:8]}")
 
     def all_published() -> bool:
         try:
@@ -303,7 +303,7 @@ async def test_run_under_a_memory_limit_reports_exit_and_peak_memory(
 
 
 async def test_a_backlog_far_larger_than_its_memory_drains_under_the_kubernetes_limit(
-    docker: Docker, bridge_image: str, tansu_bootstrap: str, topics: dict[str, str], tmp_path: Path
+    docker: Docker, bridge_image: str, kafka_bootstrap: str, topics: dict[str, str], tmp_path: Path
 ) -> None:
     """The image under the Deployment's 768 MiB limit, with the ConfigMap's dedup/reorder settings and routes (plus a
     catch-all), drains a 40,000-event backlog of 4 KB events (about 1 GB as parsed events; the bridge before the
@@ -315,13 +315,13 @@ async def test_a_backlog_far_larger_than_its_memory_drains_under_the_kubernetes_
         ev = sagemaker_training_event(f"b-{i}", f"bjob{i % 2000}", i // 2000, "Failed" if i % 7 == 0 else "InProgress")
         ev["detail"]["Notes"] = "n" * 4000
         bodies.append(orjson.dumps(ev))
-    await produce_fast(tansu_bootstrap, topics["raw"], bodies)
+    await produce_fast(kafka_bootstrap, topics["raw"], bodies)
     port = free_port()
     cfg = {
         "http": {"host": "127.0.0.1", "port": port},
-        "sources": [{"type": "kafka", "name": "kafka", "bootstrap_servers": tansu_bootstrap,
+        "sources": [{"type": "kafka", "name": "kafka", "bootstrap_servers": kafka_bootstrap,
                      "topics": [topics["raw"]], "group_id": f"backlog-{uuid.uuid4().hex[:8]}",
-                     "session_timeout_ms": 3000, "heartbeat_interval_ms": 500}],
+                     "session_timeout_ms": 6000, "heartbeat_interval_ms": 500}],
         "dedup": {"enabled": True, "window_seconds": 3600, "max_entries": 1_000_000},  # configmap (memory store)
         "reorder": {"enabled": True, "max_delay_ms": 2000, "max_events": 100_000, "late_policy": "emit"},
         "routes": [
@@ -332,7 +332,7 @@ async def test_a_backlog_far_larger_than_its_memory_drains_under_the_kubernetes_
             {"name": "all", "topic": topics["all"]},
         ],
         "deadletter": {"topic": topics["dead"]},
-        "sink": {"type": "kafka", "bootstrap_servers": tansu_bootstrap},
+        "sink": {"type": "kafka", "bootstrap_servers": kafka_bootstrap},
         "shutdown": {"grace_seconds": 15},
     }
     config = tmp_path / "backlog.yaml"

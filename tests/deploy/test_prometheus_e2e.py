@@ -29,6 +29,7 @@ import yaml
 from aiokafka import AIOKafkaProducer
 
 from bridge.testing.events import sagemaker_training_event
+from testbed.apache_kafka import ApacheKafka
 from testbed.kafka import collect, produce
 from testbed.process import BridgeProcess
 from testbed.prometheus import (
@@ -39,7 +40,6 @@ from testbed.prometheus import (
     metric_names,
     substitute,
 )
-from testbed.servers import Tansu
 from testbed.waiting import ConditionNotReached, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,7 +104,7 @@ def bridge_config(source_bootstrap: str, raw: str, sink_bootstrap: str, routes: 
     return {
         "log": {"level": "info"},
         "sources": [{"type": "kafka", "name": "kafka", "bootstrap_servers": source_bootstrap, "topics": [raw],
-                     "group_id": group, "session_timeout_ms": 3000, "heartbeat_interval_ms": 500}],
+                     "group_id": group, "session_timeout_ms": 6000, "heartbeat_interval_ms": 500}],
         "dedup": {"enabled": True},
         "reorder": {"enabled": True, "max_delay_ms": 300, "late_policy": "emit"},
         "routes": routes,
@@ -191,7 +191,7 @@ def dashboard_queries(prom: Prometheus, range_seconds: float) -> list[tuple[str,
 
 
 async def test_every_dashboard_query_returns_data_from_a_running_bridge(
-    tansu_bootstrap: str, kafka_topic: Callable[..., str], tmp_path: Path
+    kafka_bootstrap: str, kafka_topic: Callable[..., str], tmp_path: Path
 ) -> None:
     """Prometheus scraping `bridge run`: each panel query returns a finite value (> 0 for what the traffic causes)
     and names only exported metrics; every alert rule evaluates without error, untrusted events fire their alert
@@ -202,7 +202,7 @@ async def test_every_dashboard_query_returns_data_from_a_running_bridge(
         {"name": "failed", "topic": failed, "filters": [{"pattern": {"status": ["failed"]}}]},
         {"name": "completed", "topic": completed, "filters": [{"pattern": {"status": ["completed"]}}]},
     ]  # running events match no route: unrouted
-    cfg = bridge_config(tansu_bootstrap, raw, tansu_bootstrap, routes, dead, f"bridge-{raw}")
+    cfg = bridge_config(kafka_bootstrap, raw, kafka_bootstrap, routes, dead, f"bridge-{raw}")
     events = [sagemaker_training_event(f"{j}-{s}", f"job{j}", 100 + s,
                                        ("Failed" if j % 3 == 0 else "Completed") if s == 4 else "InProgress")
               for j in range(10) for s in range(5)]
@@ -216,8 +216,8 @@ async def test_every_dashboard_query_returns_data_from_a_running_bridge(
         prom = prometheus_for(bridge.port, tmp_path / "prometheus")
         await prom.astart()
         prom_started = time.monotonic()
-        await produce(tansu_bootstrap, raw, bodies)
-        async with traffic(tansu_bootstrap, raw, f"bg-{uuid.uuid4().hex[:6]}-", faults=True):
+        await produce(kafka_bootstrap, raw, bodies)
+        async with traffic(kafka_bootstrap, raw, f"bg-{uuid.uuid4().hex[:6]}-", faults=True):
             await eventually(lambda: bridge.metric_sum("bridge_late_events_total"), lambda v: v >= 1, 60,
                              "events flowing, late ones included")
             exported = exported_sample_names((await asyncio.to_thread(bridge.get, "/metrics"))[1].decode())
@@ -285,25 +285,25 @@ async def test_every_dashboard_query_returns_data_from_a_running_bridge(
 
 
 async def test_stall_alert_fires_while_the_sink_broker_is_paused(
-    tansu_bootstrap: str, kafka_topic: Callable[..., str], tmp_path: Path
+    kafka_bootstrap: str, kafka_topic: Callable[..., str], tmp_path: Path
 ) -> None:
     """Healthy traffic for longer than the stall alert's window and `for` fires no alert; with the sink broker
     SIGSTOPped and events pending the stall alert fires; after SIGCONT every event is delivered and it clears."""
     raw = kafka_topic("raw", 3)
-    sink = Tansu(log_dir=tmp_path / "sink-tansu")
+    sink = ApacheKafka(log_dir=tmp_path / "sink-kafka")
     sink.start()
     prom: Prometheus | None = None
     stopped = False
     try:
         out, dead = sink.create_topic("out", 1), sink.create_topic("dead", 1)
-        cfg = bridge_config(tansu_bootstrap, raw, sink.bootstrap, [{"name": "all", "topic": out}], dead,
+        cfg = bridge_config(kafka_bootstrap, raw, sink.bootstrap, [{"name": "all", "topic": out}], dead,
                             f"bridge-{raw}")
         with BridgeProcess(cfg, tmp_path / "bridge") as bridge:
             await asyncio.to_thread(bridge.wait_ready)
             prom = prometheus_for(bridge.port, tmp_path / "prometheus")
             await prom.astart()
             stall_window = 2 * 300 / COMPRESS  # the rule's 5-minute window plus its 5-minute `for`, compressed
-            async with traffic(tansu_bootstrap, raw, "healthy-") as sent:
+            async with traffic(kafka_bootstrap, raw, "healthy-") as sent:
                 healthy_until = time.monotonic() + stall_window + 4
                 while time.monotonic() < healthy_until:
                     firing = [a for a in await asyncio.to_thread(prom.alerts) if a["state"] == "firing"]
@@ -320,7 +320,7 @@ async def test_stall_alert_fires_while_the_sink_broker_is_paused(
             paused_at = time.monotonic()
             stuck = [orjson.dumps(sagemaker_training_event(f"stuck-{i}", f"stuck{i}", 100, "Completed"))
                      for i in range(20)]
-            await produce(tansu_bootstrap, raw, stuck)
+            await produce(kafka_bootstrap, raw, stuck)
             alerts = await eventually(
                 prom.alerts, lambda a: any(x["labels"]["alertname"] == STALL and x["state"] == "firing" for x in a),
                 90, f"{STALL} firing while the sink is paused")

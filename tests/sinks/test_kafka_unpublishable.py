@@ -14,14 +14,14 @@ from testbed.kafka import collect
 
 
 async def test_oversized_event_goes_to_the_deadletter_topic_and_others_flow(
-    tansu_bootstrap: str, kafka_topic: Callable[..., str]
+    kafka_bootstrap: str, kafka_topic: Callable[..., str]
 ) -> None:
     """A 200 KB event over an 80 KB request limit lands on the dead-letter topic (its CloudEvent JSON cut to fit,
     with the reason, the original size and hash in headers); its neighbours reach the output topic and the
     batch is acked."""
     out, dead = kafka_topic("big-out", 1), kafka_topic("big-dead", 1)
     sink = KafkaSink(
-        KafkaSinkConfig(bootstrap_servers=tansu_bootstrap, max_batch_bytes=64 * 1024, max_request_bytes=80 * 1024)
+        KafkaSinkConfig(bootstrap_servers=kafka_bootstrap, max_batch_bytes=64 * 1024, max_request_bytes=80 * 1024)
     )
     await sink.start()
     try:
@@ -37,7 +37,7 @@ async def test_oversized_event_goes_to_the_deadletter_topic_and_others_flow(
     finally:
         await sink.stop()
     assert src.all_acked_once
-    recs = await collect(tansu_bootstrap, [out, dead], until=3, timeout=30, settle=0.5, dead_topics=[dead])
+    recs = await collect(kafka_bootstrap, [out, dead], until=3, timeout=30, settle=0.5, dead_topics=[dead])
     assert sorted(r.event["id"] for r in recs if r.topic == out and r.event) == ["a", "b"]
     dl = [r for r in recs if r.topic == dead]
     assert len(dl) == 1 and b"exceeds max_request_bytes" in dl[0].headers["dlq_reason"]

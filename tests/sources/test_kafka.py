@@ -59,9 +59,9 @@ async def group_offsets(bootstrap: str, topic: str, group: str, partitions: int 
         await reader.stop()
 
 
-# tansu completes a group join after about half the session timeout and forgets a member that left only
-# when its session expires: short sessions keep these tests fast.
-FAST_GROUP = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 300}
+# the shortest session the broker allows (group.min.session.timeout.ms, 6 s by default): a member that dies
+# without leaving the group is noticed soon, which keeps these tests fast.
+FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 500}
 
 
 def source_for(bootstrap: str, topic: str, group: str, **extra: object) -> KafkaSource:
@@ -79,7 +79,7 @@ def source_for(bootstrap: str, topic: str, group: str, **extra: object) -> Kafka
 
 
 async def test_yields_records_with_positions_headers_and_tombstones(
-    tansu_bootstrap: str, kafka_topic: Callable[..., str]
+    kafka_bootstrap: str, kafka_topic: Callable[..., str]
 ) -> None:
     """Every record comes out once with its body, its headers (ce_* included) and topic/partition@offset."""
     topic = kafka_topic("src", partitions=3)
@@ -88,8 +88,8 @@ async def test_yields_records_with_positions_headers_and_tombstones(
         for i in range(12)
     ]
     records.append((1, b"gone", None, []))  # tombstone
-    positions = await produce(tansu_bootstrap, topic, records)
-    source = source_for(tansu_bootstrap, topic, unique("g"))
+    positions = await produce(kafka_bootstrap, topic, records)
+    source = source_for(kafka_bootstrap, topic, unique("g"))
     await source.start()
     try:
         assert source.ready
@@ -108,13 +108,13 @@ async def test_yields_records_with_positions_headers_and_tombstones(
 
 
 async def test_out_of_order_acks_commit_only_the_contiguous_prefix(
-    tansu_bootstrap: str, kafka_topic: Callable[..., str]
+    kafka_bootstrap: str, kafka_topic: Callable[..., str]
 ) -> None:
     """Acking later batches first commits nothing until the earliest batch is acked, then the whole prefix."""
     topic = kafka_topic("ooo", partitions=1)
-    await produce(tansu_bootstrap, topic, [(0, None, b"x%d" % i, []) for i in range(15)])
+    await produce(kafka_bootstrap, topic, [(0, None, b"x%d" % i, []) for i in range(15)])
     group = unique("g")
-    source = source_for(tansu_bootstrap, topic, group, max_batch_size=5)
+    source = source_for(kafka_bootstrap, topic, group, max_batch_size=5)
     await source.start()
     tp = TopicPartition(topic, 0)
     try:
@@ -127,28 +127,28 @@ async def test_out_of_order_acks_commit_only_the_contiguous_prefix(
         await last.ack()
         await source.commit_ready()
         await asyncio.sleep(0.3)
-        assert tp not in await group_offsets(tansu_bootstrap, topic, group)
+        assert tp not in await group_offsets(kafka_bootstrap, topic, group)
 
         await first.ack()
         await source.commit_ready()
-        assert (await group_offsets(tansu_bootstrap, topic, group))[tp] == end[id(first)]
+        assert (await group_offsets(kafka_bootstrap, topic, group))[tp] == end[id(first)]
 
         for batch in batches[1:-1]:
             assert batch.ack is not None
             await batch.ack()
         await source.commit_ready()
-        assert (await group_offsets(tansu_bootstrap, topic, group))[tp] == 15
+        assert (await group_offsets(kafka_bootstrap, topic, group))[tp] == 15
         assert await source.consumer.committed(tp) == 15
     finally:
         await source.stop()
 
 
-async def test_commits_are_sent_by_the_background_task(tansu_bootstrap: str, kafka_topic: Callable[..., str]) -> None:
+async def test_commits_are_sent_by_the_background_task(kafka_bootstrap: str, kafka_topic: Callable[..., str]) -> None:
     """An ack alone (no explicit flush) gets its offset committed promptly by the coalescing commit task."""
     topic = kafka_topic("bg", partitions=2)
-    await produce(tansu_bootstrap, topic, [(i % 2, None, b"v", []) for i in range(6)])
+    await produce(kafka_bootstrap, topic, [(i % 2, None, b"v", []) for i in range(6)])
     group = unique("g")
-    source = source_for(tansu_bootstrap, topic, group)
+    source = source_for(kafka_bootstrap, topic, group)
     await source.start()
     try:
         for batch in await collect(source, 6):
@@ -157,7 +157,7 @@ async def test_commits_are_sent_by_the_background_task(tansu_bootstrap: str, kaf
         want = {TopicPartition(topic, 0): 3, TopicPartition(topic, 1): 3}
 
         async def committed() -> bool:
-            return await group_offsets(tansu_bootstrap, topic, group, 2) == want
+            return await group_offsets(kafka_bootstrap, topic, group, 2) == want
 
         await wait_for(committed, within=10, every=0.1, what=f"offsets {want} committed")
     finally:
@@ -165,14 +165,14 @@ async def test_commits_are_sent_by_the_background_task(tansu_bootstrap: str, kaf
 
 
 async def test_commit_task_survives_a_cancellation_raised_inside_the_client(
-    tansu_bootstrap: str, kafka_topic: Callable[..., str]
+    kafka_bootstrap: str, kafka_topic: Callable[..., str]
 ) -> None:
     """A commit that fails with CancelledError from inside aiokafka (not a stop) is retried: the offsets
     still reach the broker and later acks keep committing (the commit task must not die silently)."""
     topic = kafka_topic("commit-cancel", partitions=1)
-    await produce(tansu_bootstrap, topic, [(0, None, b"v", []) for _ in range(4)])
+    await produce(kafka_bootstrap, topic, [(0, None, b"v", []) for _ in range(4)])
     group = unique("g")
-    source = source_for(tansu_bootstrap, topic, group, max_batch_size=2)
+    source = source_for(kafka_bootstrap, topic, group, max_batch_size=2)
     await source.start()
     real_commit = source.consumer.commit
     failures = 0
@@ -191,17 +191,17 @@ async def test_commit_task_survives_a_cancellation_raised_inside_the_client(
             assert batch.ack is not None
             await batch.ack()
         async def committed() -> bool:
-            return await group_offsets(tansu_bootstrap, topic, group) == {TopicPartition(topic, 0): 4}
+            return await group_offsets(kafka_bootstrap, topic, group) == {TopicPartition(topic, 0): 4}
 
         await wait_for(committed, within=10, what="offset 4 committed after the failed commit")
         assert failures == 1
-        await produce(tansu_bootstrap, topic, [(0, None, b"v", []) for _ in range(2)])
+        await produce(kafka_bootstrap, topic, [(0, None, b"v", []) for _ in range(2)])
         for batch in await collect(source, 2):  # later acks keep committing: the commit task is alive
             assert batch.ack is not None
             await batch.ack()
 
         async def committed_later() -> bool:
-            return await group_offsets(tansu_bootstrap, topic, group) == {TopicPartition(topic, 0): 6}
+            return await group_offsets(kafka_bootstrap, topic, group) == {TopicPartition(topic, 0): 6}
 
         await wait_for(committed_later, within=10, what="offset 6 committed by the same commit task")
     finally:
@@ -209,13 +209,13 @@ async def test_commit_task_survives_a_cancellation_raised_inside_the_client(
 
 
 async def test_restart_resumes_after_the_committed_offset(
-    tansu_bootstrap: str, kafka_topic: Callable[..., str]
+    kafka_bootstrap: str, kafka_topic: Callable[..., str]
 ) -> None:
     """A new source in the same group starts exactly at the first record of the first unacked batch."""
     topic = kafka_topic("resume", partitions=1)
-    positions = await produce(tansu_bootstrap, topic, [(0, None, b"r%d" % i, []) for i in range(10)])
+    positions = await produce(kafka_bootstrap, topic, [(0, None, b"r%d" % i, []) for i in range(10)])
     group = unique("g")
-    source = source_for(tansu_bootstrap, topic, group, max_batch_size=4)
+    source = source_for(kafka_bootstrap, topic, group, max_batch_size=4)
     await source.start()
     try:
         batches = await collect(source, 10)
@@ -225,7 +225,7 @@ async def test_restart_resumes_after_the_committed_offset(
     finally:
         await source.stop()
 
-    again = source_for(tansu_bootstrap, topic, group)
+    again = source_for(kafka_bootstrap, topic, group)
     await again.start()
     try:
         resumed = await collect(again, 10 - acked)
@@ -236,17 +236,17 @@ async def test_restart_resumes_after_the_committed_offset(
 
 
 async def test_rebalance_commits_done_prefix_and_ignores_acks_of_revoked_partitions(
-    tansu_bootstrap: str, kafka_topic: Callable[..., str]
+    kafka_bootstrap: str, kafka_topic: Callable[..., str]
 ) -> None:
     """On revoke the contiguous-done offsets are committed; a late ack of revoked partitions moves nothing."""
     topic = kafka_topic("rebal", partitions=2)
-    await produce(tansu_bootstrap, topic, [(p, None, b"%d-%d" % (p, i), []) for p in (0, 1) for i in range(6)])
+    await produce(kafka_bootstrap, topic, [(p, None, b"%d-%d" % (p, i), []) for p in (0, 1) for i in range(6)])
     group = unique("g")
     fast = {"max_batch_size": 3}
     # A long coalescing window: nothing is committed by the commit task, only by the revoke callback.
-    first = source_for(tansu_bootstrap, topic, group, commit_interval_ms=600_000, **fast)
+    first = source_for(kafka_bootstrap, topic, group, commit_interval_ms=600_000, **fast)
     await first.start()
-    second = source_for(tansu_bootstrap, topic, group, **fast)
+    second = source_for(kafka_bootstrap, topic, group, **fast)
     pulled: list[SourceBatch] = []
     pump: asyncio.Task[None] | None = None
     try:
@@ -260,7 +260,7 @@ async def test_rebalance_commits_done_prefix_and_ignores_acks_of_revoked_partiti
             if batch is not held:
                 assert batch.ack is not None
                 await batch.ack()
-        assert await group_offsets(tansu_bootstrap, topic, group, 2) == {}
+        assert await group_offsets(kafka_bootstrap, topic, group, 2) == {}
         held_first = min(int(m.position.rsplit("@", 1)[1]) for m in held.messages if "/0@" in m.position)
 
         async def keep_polling() -> None:
@@ -273,7 +273,7 @@ async def test_rebalance_commits_done_prefix_and_ignores_acks_of_revoked_partiti
         if held not in by_part[1]:
             expected[TopicPartition(topic, 1)] = 6
         async def reached() -> bool:
-            offsets = await group_offsets(tansu_bootstrap, topic, group, 2)
+            offsets = await group_offsets(kafka_bootstrap, topic, group, 2)
             return all(offsets.get(tp) == off for tp, off in expected.items())
 
         await wait_for(reached, within=30, every=0.2, what=f"offsets {expected} committed")
@@ -281,7 +281,7 @@ async def test_rebalance_commits_done_prefix_and_ignores_acks_of_revoked_partiti
         await held.ack()  # its partition was revoked: must not be committed by this (stale) ack
         await first.commit_ready()
         await asyncio.sleep(0.5)
-        assert (await group_offsets(tansu_bootstrap, topic, group, 2))[TopicPartition(topic, 0)] == held_first
+        assert (await group_offsets(kafka_bootstrap, topic, group, 2))[TopicPartition(topic, 0)] == held_first
     finally:
         if pump is not None:
             pump.cancel()

@@ -14,7 +14,7 @@ from bridge.sources.kafka import KafkaSource, KafkaSourceConfig
 from testbed.kafka import produce
 
 
-async def test_binary_mode_record_from_kafka_normalizes(tansu_bootstrap: str, kafka_topic: Callable[..., str]) -> None:
+async def test_binary_mode_record_from_kafka_normalizes(kafka_bootstrap: str, kafka_topic: Callable[..., str]) -> None:
     """A binary-mode Azure ML CloudEvent produced to Kafka comes out of the source with its ce_* headers and
     normalizes to the canonical type, subject, id and data."""
     topic = kafka_topic("ce-binary", 1)
@@ -27,13 +27,13 @@ async def test_binary_mode_record_from_kafka_normalizes(tansu_bootstrap: str, ka
         ("ce_time", b"2024-02-01T10:00:00.1234567Z"),
         ("content-type", b"application/json"),
     ]
-    await produce(tansu_bootstrap, topic, [orjson.dumps({"runStatus": "Failed"})], headers=[headers])
+    await produce(kafka_bootstrap, topic, [orjson.dumps({"runStatus": "Failed"})], headers=[headers])
     source = KafkaSource(
         KafkaSourceConfig(
-            bootstrap_servers=tansu_bootstrap,
+            bootstrap_servers=kafka_bootstrap,
             topics=[topic],
             group_id=f"g-{uuid.uuid4().hex[:8]}",
-            session_timeout_ms=3000,
+            session_timeout_ms=6000,
             heartbeat_interval_ms=500,
         )
     )

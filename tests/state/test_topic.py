@@ -12,14 +12,14 @@ from bridge.state.config import StateConfig
 from bridge.state.topic import _cleanup_policy, ensure_state_topic
 
 
-async def test_missing_state_topic_is_created_compacted_and_then_found_so(tansu_bootstrap: str) -> None:
+async def test_missing_state_topic_is_created_compacted_and_then_found_so(kafka_bootstrap: str) -> None:
     """A missing state topic is created with cleanup.policy=compact and the configured partitions; the next
     start finds it compacted."""
-    settings = KafkaClientSettings(bootstrap_servers=tansu_bootstrap)
+    settings = KafkaClientSettings(bootstrap_servers=kafka_bootstrap)
     topic = f"state-{uuid.uuid4().hex[:8]}"
     state = StateConfig(topic=topic, partitions=2)
     assert await ensure_state_topic(settings, state) == "created"
-    admin = AIOKafkaAdminClient(bootstrap_servers=tansu_bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
     try:
         assert await _cleanup_policy(admin, topic) == "compact"
@@ -31,16 +31,16 @@ async def test_missing_state_topic_is_created_compacted_and_then_found_so(tansu_
 
 
 async def test_existing_topic_that_is_not_compacted_or_missing_topic_is_reported(
-    tansu_bootstrap: str, kafka_topic: Callable[..., str]
+    kafka_bootstrap: str, kafka_topic: Callable[..., str]
 ) -> None:
     """A state topic created without compaction is reported (the bridge goes on); with create_topic off a
     missing one is reported, not created."""
-    settings = KafkaClientSettings(bootstrap_servers=tansu_bootstrap)
+    settings = KafkaClientSettings(bootstrap_servers=kafka_bootstrap)
     plain = kafka_topic("plain", 1)
     assert (await ensure_state_topic(settings, StateConfig(topic=plain))).startswith("not compacted")
     missing = f"state-{uuid.uuid4().hex[:8]}"
     assert await ensure_state_topic(settings, StateConfig(topic=missing, create_topic=False)) == "missing"
-    admin = AIOKafkaAdminClient(bootstrap_servers=tansu_bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
     try:
         assert missing not in await admin.list_topics()

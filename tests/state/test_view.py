@@ -33,7 +33,7 @@ def bridge_cli(*args: str, stderr: Any = subprocess.PIPE) -> subprocess.Complete
 
 
 @pytest.fixture(scope="module")
-def state_topic(tansu_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+def state_topic(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """A state topic written by a pipeline from both clouds; yields (topic, config file)."""
     import asyncio
 
@@ -41,7 +41,7 @@ def state_topic(tansu_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) 
     data = {"reorder": {"max_delay_ms": 0}, "state": {"topic": topic, "partitions": 2},
             "routes": [{"name": "failed", "topic": f"ml.failed.{uuid.uuid4().hex[:8]}",
                         "filters": [{"pattern": {"status": ["failed"]}}]}],
-            "sink": {"type": "kafka", "bootstrap_servers": tansu_bootstrap}}
+            "sink": {"type": "kafka", "bootstrap_servers": kafka_bootstrap}}
     cfg_path = tmp_path_factory.mktemp("state") / "bridge.yaml"
     cfg_path.write_text(yaml.safe_dump(data))
 
@@ -72,12 +72,12 @@ def _table_rows(out: str) -> list[list[str]]:
 
 
 def test_state_table_shows_the_latest_event_per_subject_newest_first_and_filters(
-    state_topic: tuple[str, Path], tansu_bootstrap: str
+    state_topic: tuple[str, Path], kafka_bootstrap: str
 ) -> None:
     """One row per subject with its latest status, newest first (a late event did not overwrite job-a);
     --status, --platform, --type patterns and --since select rows; the footer counts them."""
     topic, _ = state_topic
-    res = bridge_cli("state", "--bootstrap-servers", tansu_bootstrap, "--topic", topic)
+    res = bridge_cli("state", "--bootstrap-servers", kafka_bootstrap, "--topic", topic)
     assert res.returncode == 0, res.stderr
     rows = _table_rows(res.stdout)
     assert rows[0] == ["SUBJECT", "PLATFORM", "TYPE", "STATUS", "TIME", "AGE"]
@@ -86,15 +86,15 @@ def test_state_table_shows_the_latest_event_per_subject_newest_first_and_filters
         ("training-job/job-b", "running"), ("experiments/e1/runs/run-2", "running")]
     assert rows[1][4] == "2024-01-01T00:00:50.000000Z" and rows[1][5].endswith("d")
     assert "4 of 4 subjects" in res.stderr
-    res = bridge_cli("state", "--bootstrap-servers", tansu_bootstrap, "--topic", topic, "--status", "FAILED",
+    res = bridge_cli("state", "--bootstrap-servers", kafka_bootstrap, "--topic", topic, "--status", "FAILED",
                      "--platform", "sagemaker,azureml", "--type", "ml.job.*")
     assert [r[0] for r in _table_rows(res.stdout)[1:]] == ["experiments/e1/runs/run-1", "training-job/job-a"]
-    res = bridge_cli("state", "--bootstrap-servers", tansu_bootstrap, "--topic", topic,
+    res = bridge_cli("state", "--bootstrap-servers", kafka_bootstrap, "--topic", topic,
                      "--since", "2024-01-01T00:00:30Z", "--platform", "sagemaker")
     assert [r[0] for r in _table_rows(res.stdout)[1:]] == ["training-job/job-a", "training-job/job-b"]
 
 
-def test_state_json_lines_from_the_config_and_errors(state_topic: tuple[str, Path], tansu_bootstrap: str) -> None:
+def test_state_json_lines_from_the_config_and_errors(state_topic: tuple[str, Path], kafka_bootstrap: str) -> None:
     """--config supplies the broker and the topic; --json prints whole CloudEvents (data included); a missing
     topic, no topic at all and a bad --since are clear errors."""
     _, cfg_path = state_topic
@@ -104,21 +104,21 @@ def test_state_json_lines_from_the_config_and_errors(state_topic: tuple[str, Pat
     assert [(e["subject"], e["id"]) for e in events] == [("experiments/e1/runs/run-1", "r3"),
                                                          ("training-job/job-a", "a2")]
     assert events[1]["data"]["TrainingJobStatus"] == "Failed" and events[1]["platform"] == "sagemaker"
-    res = bridge_cli("state", "--bootstrap-servers", tansu_bootstrap, "--topic", "no-such-topic-here")
+    res = bridge_cli("state", "--bootstrap-servers", kafka_bootstrap, "--topic", "no-such-topic-here")
     assert res.returncode == 1 and "topic no-such-topic-here does not exist" in res.stderr
-    res = bridge_cli("state", "--bootstrap-servers", tansu_bootstrap)
+    res = bridge_cli("state", "--bootstrap-servers", kafka_bootstrap)
     assert res.returncode == 2 and "no state topic" in res.stderr
     res = bridge_cli("state", "--config", str(cfg_path), "--since", "yesterday")
     assert res.returncode == 2 and "neither a duration" in res.stderr
 
 
-def test_progress_line_only_on_a_terminal(state_topic: tuple[str, Path], tansu_bootstrap: str) -> None:
+def test_progress_line_only_on_a_terminal(state_topic: tuple[str, Path], kafka_bootstrap: str) -> None:
     """On a terminal stderr gets a progress line (rewritten with carriage returns, erased at the end); piped,
     stderr has the footer only."""
     topic, _ = state_topic
     leader, follower = pty.openpty()
     try:
-        res = bridge_cli("state", "--bootstrap-servers", tansu_bootstrap, "--topic", topic, stderr=follower)
+        res = bridge_cli("state", "--bootstrap-servers", kafka_bootstrap, "--topic", topic, stderr=follower)
         os.close(follower)
         follower = -1
         chunks = []
@@ -137,5 +137,5 @@ def test_progress_line_only_on_a_terminal(state_topic: tuple[str, Path], tansu_b
     tty = b"".join(chunks).decode()
     assert res.returncode == 0
     assert f"\rreading {topic}: " in tty and "(100%)" in tty and "\r\x1b[K" in tty and "4 of 4 subjects" in tty
-    piped = bridge_cli("state", "--bootstrap-servers", tansu_bootstrap, "--topic", topic)
+    piped = bridge_cli("state", "--bootstrap-servers", kafka_bootstrap, "--topic", topic)
     assert "reading" not in piped.stderr and "\r" not in piped.stderr

@@ -113,15 +113,15 @@ async def test_async_start_and_stop(tmp_path: Path) -> None:
 
 
 def test_module_entry_point_runs_until_sigterm(tmp_path: Path) -> None:
-    """`python -m testbed.servers tansu moto` prints the endpoints, serves, and exits 0 on SIGTERM."""
-    cmd = [sys.executable, "-m", "testbed.servers", "tansu", "moto", "--topic", "ml.events.raw"]
+    """`python -m testbed.servers kafka moto` (the README's) prints the endpoints, serves, and exits 0 on SIGTERM."""
+    cmd = [sys.executable, "-m", "testbed.servers", "kafka", "moto", "--topic", "ml.events.raw"]
     cmd += ["--log-dir", str(tmp_path)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         kafka_line = proc.stdout.readline()
         moto_line = proc.stdout.readline()
-        assert kafka_line.startswith("tansu") and moto_line.startswith("moto")
+        assert kafka_line.startswith("kafka") and "version=4." in kafka_line and moto_line.startswith("moto")
         bootstrap = kafka_line.split("bootstrap_servers=")[1].split()[0]
         host, port = bootstrap.rsplit(":", 1)
         assert port_open(host, int(port))

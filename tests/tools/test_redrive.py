@@ -78,13 +78,13 @@ def ids(records: list[Any]) -> list[str]:
     return sorted(dict(r.headers)["ce_id"].decode() for r in records)
 
 
-async def test_redrive_after_a_fix_then_again_and_a_dry_run(tansu_bootstrap: str, redis_url: str,
+async def test_redrive_after_a_fix_then_again_and_a_dry_run(kafka_bootstrap: str, redis_url: str,
                                                              tmp_path: Path) -> None:
     """After the trust list is fixed, the untrusted dead letters are published; a malformed one fails again and
     goes back with the new reason, dlq_redrive_count 1 and its original source and position; a truncated one is
     skipped; a dry run publishes and records nothing; a second run publishes nothing new (the dead letters it
     handled are remembered, the new one failed under this very config)."""
-    broken_d, fixed_d = configs(tansu_bootstrap, redis_url)
+    broken_d, fixed_d = configs(kafka_bootstrap, redis_url)
     broken, fixed = parse_config(broken_d), parse_config(fixed_d)
     out, dlq = fixed.routes[0].topic, fixed.deadletter.topic
     events = [job_event(f"j{i}", f"job-{i}", i) for i in range(3)]
@@ -151,12 +151,12 @@ class HangingSink(KafkaSink):
         return hang()
 
 
-async def test_a_redrive_interrupted_mid_way_loses_nothing_when_run_again(tansu_bootstrap: str,
+async def test_a_redrive_interrupted_mid_way_loses_nothing_when_run_again(kafka_bootstrap: str,
                                                                           redis_url: str) -> None:
     """A redrive that dies while a chunk is being published (published, not yet confirmed) leaves the chunks
     it finished remembered: the next run redrives the rest, every event is out, and only the interrupted chunk
     can appear twice (at least once)."""
-    broken_d, fixed_d = configs(tansu_bootstrap, redis_url)
+    broken_d, fixed_d = configs(kafka_bootstrap, redis_url)
     broken, fixed = parse_config(broken_d), parse_config(fixed_d)
     out, dlq = fixed.routes[0].topic, fixed.deadletter.topic
     n, chunk = 300, 50
@@ -178,7 +178,7 @@ async def test_a_redrive_interrupted_mid_way_loses_nothing_when_run_again(tansu_
     assert len(everything) - n <= chunk  # at least once: the interrupted chunk may be out twice
 
 
-async def test_a_redrive_process_killed_mid_way_loses_nothing_when_run_again(tansu_bootstrap: str, redis_url: str,
+async def test_a_redrive_process_killed_mid_way_loses_nothing_when_run_again(kafka_bootstrap: str, redis_url: str,
                                                                             tmp_path: Path) -> None:
     """`bridge redrive` as a process, SIGKILLed once part of its output is on the topic: run again, it passes
     over what the first run finished (remembered in Redis), every event is out, and at most the chunk that was
@@ -188,7 +188,7 @@ async def test_a_redrive_process_killed_mid_way_loses_nothing_when_run_again(tan
     from testbed.kafka import committed_and_end
     from testbed.waiting import wait_for
 
-    broken_d, fixed_d = configs(tansu_bootstrap, redis_url)
+    broken_d, fixed_d = configs(kafka_bootstrap, redis_url)
     broken, fixed = parse_config(broken_d), parse_config(fixed_d)
     out, dlq = fixed.routes[0].topic, fixed.deadletter.topic
     n, chunk = 20_000, 250
@@ -202,7 +202,7 @@ async def test_a_redrive_process_killed_mid_way_loses_nothing_when_run_again(tan
         async def some_out() -> bool:
             assert first.poll() is None, "the first run ended before the kill: the test proves nothing"
             try:
-                _, end = await committed_and_end(tansu_bootstrap, f"probe-{uuid.uuid4().hex[:6]}", out)
+                _, end = await committed_and_end(kafka_bootstrap, f"probe-{uuid.uuid4().hex[:6]}", out)
             except Exception:  # the topic does not exist before the first publish
                 return False
             return sum(end.values()) >= 8 * chunk
