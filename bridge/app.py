@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bridge.config import BridgeConfig
-from bridge.filters import compile_filter
+from bridge.filters import CesqlFilter
 from bridge.limits import MemoryBudget, Plan, plan
 from bridge.metrics import Metrics
 from bridge.model import Sink
@@ -22,14 +22,18 @@ if TYPE_CHECKING:
     from bridge.state.store import StateStore
 
 
-def build_router(cfg: BridgeConfig) -> Router:
+def build_router(cfg: BridgeConfig, metrics: Metrics | None = None) -> Router:
+    """The routes with their compiled filters; with ``metrics``, a CESQL filter's evaluation errors are counted in
+    ``bridge_filter_errors_total{route,kind}`` (every kind exported at 0 from the start)."""
     routes = []
     for i, r in enumerate(cfg.routes):
-        filters = tuple(
-            RouteFilter(compile_filter(f.pattern, f.dialect, f"routes[{i}].filters[{j}].pattern"), f.target)
-            for j, f in enumerate(r.filters)
-        )
-        routes.append(Route(r.name, r.topic, filters, tuple(r.state_attributes) if r.changes_only else ()))
+        filters = []
+        for j, f in enumerate(r.filters):
+            matcher = f.compile(f"routes[{i}].filters[{j}]")
+            if metrics is not None and isinstance(matcher, CesqlFilter):
+                matcher = matcher.with_error_hook(metrics.filter_error_counter(r.name))
+            filters.append(RouteFilter(matcher, f.target))
+        routes.append(Route(r.name, r.topic, tuple(filters), tuple(r.state_attributes) if r.changes_only else ()))
     return Router(routes)
 
 
@@ -103,7 +107,7 @@ def build_pipeline(cfg: BridgeConfig, sink: Sink, metrics: Metrics | None = None
     if cfg.reorder.enabled:
         r = cfg.reorder
         reorder = ReorderBuffer(r.max_delay_ms / 1000.0, r.max_events, r.max_subjects, bounds.reorder_bytes)
-    router = build_router(cfg)
+    router = build_router(cfg, metrics)
     return Pipeline(
         router,
         sink,

@@ -1,4 +1,4 @@
-"""The ``bridge`` command line (docs/design.md, "Command line"): run, replay, normalize, test-filter,
+"""The ``bridge`` command line (docs/design.md, "Command line"): run, replay, normalize, test-filter, cesql,
 check-config, state, redrive. Commands parse their arguments here; their logic lives in its own modules."""
 
 from __future__ import annotations
@@ -149,6 +149,38 @@ def cmd_test_filter(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_cesql(args: argparse.Namespace) -> int:
+    """One JSON object on one line: ``{"result": VALUE, "error": KIND|null}``; a parse error adds ``message``
+    (``result`` null) and exits 2. The reason of an evaluation error goes to stderr."""
+    from bridge.filters.cesql import PARSE, CesqlParseError, compile_expression
+
+    def emit(doc: dict[str, Any]) -> None:
+        sys.stdout.write(jsonutil.dumps(doc).decode() + "\n")
+
+    try:
+        expression = compile_expression(args.expression)
+    except CesqlParseError as exc:
+        emit({"result": None, "error": PARSE, "message": str(exc)})
+        return EXIT_USAGE
+    try:
+        text = sys.stdin.buffer.read() if args.event == "-" else Path(args.event).read_bytes()
+        event = jsonutil.loads(text)
+    except OSError as exc:
+        print(f"error: cannot read event {args.event}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    except (jsonutil.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
+        print(f"error: event {args.event} is not JSON: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not isinstance(event, dict):
+        print("error: the event must be one CloudEvent, a JSON object", file=sys.stderr)
+        return EXIT_USAGE
+    value, kind, detail = expression.explain(event)
+    emit({"result": value, "error": kind})
+    if detail is not None:
+        print(f"{kind}: {detail}", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     from bridge.config import ConfigError, load_config
 
@@ -293,10 +325,16 @@ def build_parser() -> argparse.ArgumentParser:
     n.set_defaults(func=cmd_normalize)
 
     t = sub.add_parser("test-filter", help="print true/false: does the filter match the event?")
-    t.add_argument("--filter", required=True, help="filter file: EventBridge pattern or Event Grid filter")
+    t.add_argument("--filter", required=True,
+                   help='filter file: EventBridge pattern, Event Grid filter or {"cesql": "EXPRESSION"}')
     t.add_argument("--event", required=True, help="event file (JSON)")
     t.add_argument("--canonical", action="store_true", help="normalize the event first and match the canonical form")
     t.set_defaults(func=cmd_test_filter)
+
+    q = sub.add_parser("cesql", help='evaluate a CloudEvents SQL expression on an event: {"result": ..., "error": ...}')
+    q.add_argument("expression", help="the CESQL v1 expression, e.g. \"status = 'failed' AND platform = 'sagemaker'\"")
+    q.add_argument("--event", required=True, help="a CloudEvent in JSON format (file, or - for stdin)")
+    q.set_defaults(func=cmd_cesql)
 
     c = sub.add_parser("check-config", help="validate a config file and explain every error")
     c.add_argument("file")

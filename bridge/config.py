@@ -4,7 +4,8 @@
 validation. Each connector's config model lives beside its code (``bridge/sources/*.py``, registered in
 ``bridge.sources.registry``, which validates a ``sources[]`` entry by its ``type``; ``bridge/sinks/kafka.py``);
 this module assembles them. ``load_config`` raises ``ConfigError`` whose
-``errors`` list every problem with its location (``routes[1].filters[0].pattern.detail.status``).
+``errors`` list every problem with its location (``routes[1].filters[0].pattern.detail.status``,
+``routes[0].filters[0]: cesql: parse error at position 12: ...``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from pydantic import (
 )
 
 from bridge.envsubst import expand
-from bridge.filters import FilterError, compile_filter
+from bridge.filters import Filter, FilterError, compile_filter
+from bridge.filters.base import join_path
 from bridge.limits import LimitsConfig
 from bridge.pipeline.trust import TrustConfig
 from bridge.sinks.kafka import KafkaSinkConfig
@@ -91,11 +93,20 @@ class ReorderConfig(_Strict):
 
 
 class FilterConfig(_Strict):
-    """One filter of a route. Either ``pattern`` with an optional ``dialect``, or the shorthand
-    ``eventbridge: {...}`` / ``eventgrid: {...}``. ``target`` chooses the canonical or the original event."""
+    """One filter of a route: ``cesql: "<expression>"`` (CloudEvents SQL), or ``pattern`` with an optional
+    ``dialect``, or the shorthand ``eventbridge: {...}`` / ``eventgrid: {...}``. ``target`` chooses the canonical
+    or the original event."""
 
-    pattern: dict[str, Any] = Field(description="EventBridge event pattern or Event Grid subscription filter")
-    dialect: Literal["auto", "eventbridge", "eventgrid"] = Field("auto", description="auto: recognised from the shape")
+    cesql: str | None = Field(
+        None, description="CloudEvents SQL (CESQL v1) expression, e.g. \"type = 'ml.job.status_changed' AND status = "
+        "'failed'\" (instead of pattern)"
+    )
+    pattern: dict[str, Any] | None = Field(
+        None, description="EventBridge event pattern or Event Grid subscription filter (or {cesql: ...})"
+    )
+    dialect: Literal["auto", "cesql", "eventbridge", "eventgrid"] = Field(
+        "auto", description="auto: recognised from the shape"
+    )
     target: Literal["canonical", "original"] = Field(
         "canonical", description="match the canonical CloudEvent or the original event"
     )
@@ -114,10 +125,22 @@ class FilterConfig(_Strict):
     @model_validator(mode="after")
     def _compiles(self) -> FilterConfig:
         try:
-            compile_filter(self.pattern, self.dialect, "pattern")
+            self.compile()
         except FilterError as exc:
-            raise ValueError(str(exc)) from None
+            raise ValueError(exc.message if exc.path == "$" else str(exc)) from None
         return self
+
+    def compile(self, path: str = "") -> Filter:
+        """The compiled filter; error paths start with ``path`` (``routes[0].filters[1]``) and the key of the
+        spec (``cesql``, ``pattern``). Raises ``FilterError``."""
+        if (self.cesql is None) == (self.pattern is None):
+            raise FilterError(path, "a filter has either cesql or pattern (or the eventbridge / eventgrid shorthand)")
+        if self.cesql is not None:
+            if self.dialect not in ("auto", "cesql"):
+                raise FilterError(join_path(path, "dialect"), f"{self.dialect} does not apply to a cesql expression")
+            return compile_filter({"cesql": self.cesql}, "cesql", path)
+        assert self.pattern is not None
+        return compile_filter(self.pattern, self.dialect, join_path(path, "pattern"))
 
 
 class RouteConfig(_Strict):

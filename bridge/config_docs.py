@@ -39,7 +39,8 @@ _AFTER_SOURCES: list[Section] = [
     ("dedup", DedupConfig, "Duplicate suppression by (source, id)."),
     ("reorder", ReorderConfig, "Per-subject reorder buffer."),
     ("routes[]", RouteConfig, "Named routes: filters (AND'd) and a destination topic."),
-    ("routes[].filters[]", FilterConfig, "One filter: EventBridge pattern or Event Grid filter."),
+    ("routes[].filters[]", FilterConfig, "One filter: a CloudEvents SQL expression (`cesql`), an EventBridge "
+     "pattern or an Event Grid filter (docs/filters.md)."),
     ("deadletter", DeadLetterConfig, "Dead-letter destination (a Kafka topic on the sink)."),
     ("trust", TrustConfig, "Source trust: allow-lists of Azure ML workspaces, AWS accounts/regions and event "
      "sources. No list: every event is accepted. Outside them: dead-lettered as `untrusted source: ...`."),

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
+
+from bridge.filters.cesql import GENERIC, RUNTIME_KINDS
 
 # Reason kinds of bridge_deadlettered_total that the pipeline can produce.
 DEADLETTER_KINDS = ("invalid", "error", "late", "untrusted", "unpublishable")
@@ -124,6 +128,10 @@ class Metrics:
             "bridge_state_unchecked", "State decisions (changes_only routes, state topic) made without the state "
             "store because it failed (dedup.on_store_error: pass): published as changes", registry=r,
         )
+        self.filter_errors = Counter(
+            "bridge_filter_errors", "CESQL filter evaluations that ended in an error (the event did not match the "
+            "route), per route and CESQL error kind", ["route", "kind"], registry=r,
+        )
         self.e2e_latency = Histogram(
             "bridge_event_latency_seconds", "From receipt of a message to confirmed publish of its event",
             buckets=LATENCY_BUCKETS, registry=r,
@@ -149,6 +157,16 @@ class Metrics:
             self.unchanged.labels(route)
         if state_route is not None:
             self.events_out.labels(state_route)
+
+    def filter_error_counter(self, route: str) -> Callable[[str], None]:
+        """What a route's CESQL filter calls with the kind of each evaluation error; exports the route's series of
+        every kind at 0."""
+        children = {kind: self.filter_errors.labels(route, kind) for kind in RUNTIME_KINDS}
+
+        def count(kind: str) -> None:
+            children.get(kind, children[GENERIC]).inc()
+
+        return count
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

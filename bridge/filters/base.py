@@ -1,4 +1,4 @@
-"""Shared pieces of the two filter dialects: the error type, the ``Filter`` protocol, JSON paths and the
+"""Shared pieces of the filter dialects: the error type, the ``Filter`` protocol, JSON paths and the
 value-kind helpers used on the hot path.
 
 A compiled filter never looks at its source spec again: ``matches`` runs closures and frozen sets built once.
@@ -40,7 +40,8 @@ class FilterError(ValueError):
 @runtime_checkable
 class Filter(Protocol):
     """What a route's filter is: a predicate over an event as a plain dict. The compiled dialects implement it
-    (``EventBridgeFilter``, ``EventGridFilter``, which also say their ``dialect``), and so may a test's own."""
+    (``CesqlFilter``, ``EventBridgeFilter``, ``EventGridFilter``, which also say their ``dialect``), and so may a
+    test's own."""
 
     def matches(self, event: Mapping[str, Any]) -> bool:
         """True when ``event`` (a canonical CloudEvent dict or a raw event dict) passes the filter."""
