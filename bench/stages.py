@@ -4,7 +4,9 @@ Takes the bench's generated input (``bench.data.generate``) through each stage o
 process with the cyclic garbage collector off, and prints microseconds per input record for each: the floor of
 JSON parsing (``orjson.loads``), ``jsonutil.loads``, ``normalize_all``, routing, encoding at admission, the whole
 admission stage (normalize, dedup, route, encode, records), reorder push and drain, the sink's record building at
-delivery, and aiokafka's ``BatchBuilder.append`` of the encoded records. The config is the bench's
+delivery, and aiokafka's ``BatchBuilder.append`` of the encoded records. It also compares the filter dialects on
+the canonical events: a three-clause CESQL expression against the equivalent EventBridge pattern (best of five
+runs each, per event; both must give the same answer on every event). The config is the bench's
 (``bench.bridge_proc.bench_config``). What the Kafka clients and the event loop cost on top is what
 ``python -m bench.run`` adds.
 """
@@ -26,12 +28,34 @@ from bench.data import generate
 from bridge import jsonutil
 from bridge.app import build_pipeline, build_router
 from bridge.config import parse_config
+from bridge.filters import compile_filter
 from bridge.model import OutRecord, RawMessage, SourceBatch
 from bridge.normalize import normalize_all
 from bridge.pipeline.admission import Admitted
 from bridge.pipeline.records import Record
 from bridge.sinks.encoding import BinaryEncoder
 from bridge.testing.memory import CapturingSink
+
+# The same selection in two dialects: failed jobs of either cloud.
+EVENTBRIDGE_3: dict[str, Any] = {"type": ["ml.job.status_changed"], "status": ["failed"],
+                                 "platform": ["azureml", "sagemaker"]}
+CESQL_3 = "type = 'ml.job.status_changed' AND status = 'failed' AND platform IN ('azureml', 'sagemaker')"
+FILTER_LABELS = {"eventbridge": "filter: EventBridge pattern, 3 fields", "cesql": "filter: CESQL, 3 clauses"}
+
+
+def _filters(results: dict[str, float], docs: list[dict[str, Any]], runs: int = 5) -> None:
+    """Per-event cost of each dialect's ``matches`` on the canonical dicts, best of ``runs``."""
+    answers: dict[str, list[bool]] = {}
+    for dialect, spec in (("eventbridge", EVENTBRIDGE_3), ("cesql", {"cesql": CESQL_3})):
+        matches = compile_filter(spec, dialect).matches
+        best = float("inf")
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            answers[dialect] = [matches(d) for d in docs]
+            best = min(best, time.perf_counter() - t0)
+        results[FILTER_LABELS[dialect]] = round(best * 1e6 / len(docs), 3)
+    if answers["eventbridge"] != answers["cesql"]:
+        raise AssertionError("the CESQL filter and the EventBridge pattern disagree on some events")
 
 
 def _timed(results: dict[str, float], label: str, n: int, fn: Callable[[], Any]) -> Any:
@@ -92,6 +116,7 @@ def measure(events: int = 100_000, batch: int = 1000) -> dict[str, float]:
         cfg = parse_config(bench_config("127.0.0.1:9", Topics("b.in", "b.jobs", "b.models", "b.dl"), "g", 0), env={})
         router = build_router(cfg)
         _timed(results, "route (two filters)", events, lambda: [router.match(e) for e in cloud_events])
+        _filters(results, [e.to_dict() for e in cloud_events])
         encoder = BinaryEncoder()
         _timed(results, "encode at admission", events, lambda: [encoder.encode(e) for e in cloud_events])
         parsed.clear()
@@ -110,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     results = measure(args.events, args.batch)
     width = max(len(k) for k in results)
     for label, us in results.items():
-        print(f"{label:<{width}}  {us:7.2f} us/record")
+        print(f"{label:<{width}}  {us:7.3f} us/record")
     print(orjson.dumps({"events": args.events, "us_per_record": results}).decode())
     return 0
 

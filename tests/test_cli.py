@@ -135,13 +135,18 @@ def test_test_filter_prints_true_or_false_for_both_dialects(tmp_path: Path) -> N
         assert res.stdout.decode().strip() == want, flt
 
 
-def test_test_filter_canonical_mode_matches_the_normalized_event(tmp_path: Path, shared_dir: Path) -> None:
-    """With --canonical the filter sees the canonical CloudEvent (type/status), not the raw shape."""
+@pytest.mark.parametrize("rule", [
+    '{"type":["ml.job.status_changed"],"status":["failed"]}',
+    '{"cesql": "type = \'ml.job.status_changed\' AND status = \'failed\'"}',
+])
+def test_test_filter_canonical_mode_matches_the_normalized_event(tmp_path: Path, shared_dir: Path, rule: str) -> None:
+    """With --canonical the filter (an EventBridge pattern or a CESQL filter) sees the canonical CloudEvent
+    (type/status), not the raw shape."""
     line = (shared_dir / "corpus" / "sagemaker.jsonl").read_text().splitlines()[19]  # failed processing job
     event = tmp_path / "e.json"
     event.write_text(line)
     f = tmp_path / "f.json"
-    f.write_text('{"type":["ml.job.status_changed"],"status":["failed"]}')
+    f.write_text(rule)
     assert bridge("test-filter", "--filter", str(f), "--event", str(event)).stdout.strip() == b"false"
     assert bridge("test-filter", "--filter", str(f), "--event", str(event), "--canonical").stdout.strip() == b"true"
 
@@ -156,6 +161,87 @@ def test_test_filter_rejects_an_invalid_filter_with_its_path(tmp_path: Path) -> 
     assert res.returncode == 2 and b"detail.status" in res.stderr
 
 
+CANONICAL_FAILED = {
+    "specversion": "1.0", "id": "844e2571", "source": "aws.sagemaker/us-east-1/123456789012",
+    "type": "ml.job.status_changed", "subject": "training-job/kmeans-1", "time": "2024-05-01T10:00:00Z",
+    "datacontenttype": "application/json", "platform": "sagemaker", "origtype": "SageMaker Training Job State Change",
+    "status": "failed", "sequence": "2024-05-01T10:00:00.000000Z", "partitionkey": "training-job/kmeans-1",
+    "data": {"TrainingJobStatus": "Failed"},
+}
+
+
+def test_cesql_prints_one_json_object_with_result_and_error(tmp_path: Path) -> None:
+    """`bridge cesql EXPRESSION --event FILE` prints exactly one JSON line {"result", "error"}: booleans, integers
+    and strings as values, the error kind (or null), exit 0 also when the evaluation reported an error."""
+    event = tmp_path / "event.json"
+    event.write_bytes(orjson.dumps(CANONICAL_FAILED))
+    cases = [
+        ("type = 'ml.job.status_changed' AND status = 'failed' AND platform IN ('azureml', 'sagemaker')",
+         {"result": True, "error": None}),
+        ("subject LIKE 'training-job/%'", {"result": True, "error": None}),
+        ("EXISTS late", {"result": False, "error": None}),
+        ("LENGTH(subject) * 2", {"result": 42, "error": None}),
+        ("UPPER(platform)", {"result": "SAGEMAKER", "error": None}),
+        ("1 / 0", {"result": 0, "error": "math"}),
+        ("INT(status)", {"result": 0, "error": "cast"}),
+        ("NOPE(1)", {"result": False, "error": "missingFunction"}),
+        ("LEFT(id, -1)", {"result": "844e2571", "error": "functionEvaluation"}),
+        ("owner = 'ana'", {"result": False, "error": "missingAttribute"}),
+        ("data = 'x'", {"result": False, "error": "missingAttribute"}),
+    ]
+    for expression, want in cases:
+        res = bridge("cesql", expression, "--event", str(event))
+        assert res.returncode == 0, (expression, res.stderr.decode())
+        lines = res.stdout.splitlines()
+        assert len(lines) == 1 and orjson.loads(lines[0]) == want, (expression, res.stdout)
+        assert list(orjson.loads(lines[0])) == ["result", "error"]
+        assert (res.stderr != b"") is (want["error"] is not None), res.stderr  # the reason, for people
+
+
+def test_cesql_parse_error_prints_the_object_with_a_message_and_exits_2(tmp_path: Path) -> None:
+    """A parse error prints {"result": null, "error": "parse", "message": ...} naming the position, exit 2."""
+    event = tmp_path / "event.json"
+    event.write_bytes(orjson.dumps(CANONICAL_FAILED))
+    res = bridge("cesql", "status = 'failed' AND", "--event", str(event))
+    assert res.returncode == 2
+    [line] = res.stdout.splitlines()
+    doc = orjson.loads(line)
+    assert (doc["result"], doc["error"]) == (None, "parse") and list(doc) == ["result", "error", "message"]
+    assert doc["message"].startswith("parse error at position 22: expected a value")
+
+
+def test_cesql_reads_the_event_from_stdin_and_refuses_what_is_not_one_event(tmp_path: Path) -> None:
+    """--event - reads the CloudEvent from stdin; a file that is not a JSON object is a usage error (exit 2, the
+    reason on stderr); an event missing required attributes is evaluated as the spec says."""
+    res = bridge("cesql", "status", "--event", "-", stdin=orjson.dumps(CANONICAL_FAILED))
+    assert (res.returncode, orjson.loads(res.stdout)) == (0, {"result": "failed", "error": None})
+    for body in (b"[1, 2]", b"{not json", b""):
+        bad = tmp_path / "bad.json"
+        bad.write_bytes(body)
+        res = bridge("cesql", "TRUE", "--event", str(bad))
+        assert res.returncode == 2 and res.stdout == b"" and b"error:" in res.stderr, body
+    res = bridge("cesql", "TRUE", "--event", str(tmp_path / "absent.json"))
+    assert res.returncode == 2 and b"cannot read" in res.stderr
+    bare = tmp_path / "bare.json"
+    bare.write_text('{"subject": "x"}')
+    res = bridge("cesql", "EXISTS id AND id = 'x'", "--event", str(bare))
+    assert orjson.loads(res.stdout) == {"result": False, "error": "missingAttribute"}
+
+
+def test_test_filter_accepts_a_cesql_filter_file(tmp_path: Path, shared_dir: Path) -> None:
+    """test-filter recognises {"cesql": "..."} in YAML too and matches the raw event's top-level keys; an invalid
+    expression is reported with its position and exit 2."""
+    event = tmp_path / "e.json"
+    event.write_text((shared_dir / "corpus" / "sagemaker.jsonl").read_text().splitlines()[19])
+    f = tmp_path / "f.json"
+    raw = tmp_path / "raw.yaml"
+    raw.write_text("cesql: \"source = 'aws.sagemaker' AND EXISTS region\"\n")
+    assert bridge("test-filter", "--filter", str(raw), "--event", str(event)).stdout.strip() == b"true"
+    f.write_text('{"cesql": "status = "}')
+    res = bridge("test-filter", "--filter", str(f), "--event", str(event))
+    assert res.returncode == 2 and b"cesql: parse error at position 10" in res.stderr
+
+
 def test_check_config_lists_every_error_with_its_location(tmp_path: Path) -> None:
     """check-config reports all problems at once, each with its location, and exits 1."""
     cfg = tmp_path / "bad.yaml"
@@ -165,6 +251,7 @@ def test_check_config_lists_every_error_with_its_location(tmp_path: Path) -> Non
         "    topic: 'bad topic'\n"
         "    filters:\n"
         "      - pattern: {detail: {status: [{prefx: a}]}}\n"
+        "      - cesql: \"status = 'failed' AND platform IN ('azureml',)\"\n"
         "dedup: {window_seconds: -1}\n"
         "sink: {type: kafka, sasl_password: '${BRIDGE_TEST_UNSET_VAR}'}\n"
         "sources:\n"
@@ -173,7 +260,8 @@ def test_check_config_lists_every_error_with_its_location(tmp_path: Path) -> Non
     res = bridge("check-config", str(cfg))
     err = res.stderr.decode()
     assert res.returncode == 1
-    for loc in ("routes[0].topic", "routes[0].filters[0]", 'unknown operator "prefx"', "dedup.window_seconds",
+    for loc in ("routes[0].topic", "routes[0].filters[0]", 'unknown operator "prefx"',
+                "routes[0].filters[1]: cesql: parse error at position 46: expected a value", "dedup.window_seconds",
                 "sink.sasl_password: environment variable BRIDGE_TEST_UNSET_VAR", "sources[0].queue_url"):
         assert loc in err, loc
 

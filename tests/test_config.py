@@ -55,6 +55,41 @@ def test_filter_shorthand_and_dialects_are_compiled_at_load() -> None:
     assert exc.value.errors[0][0] == "routes[0].filters[0]"
 
 
+def test_cesql_filters_are_compiled_at_load_and_errors_name_path_and_position() -> None:
+    """`cesql:` holds a CloudEvents SQL expression; a parse error is a config error at the filter's location that
+    names the key and the position of the mistake, as do the checks done at load (Boolean result, known function,
+    one spec per filter, a dialect that fits)."""
+    cfg = parse_config({"routes": [{"name": "a", "topic": "t", "filters": [
+        {"cesql": "type = 'ml.job.status_changed' AND status = 'failed'"},
+        {"pattern": {"cesql": "platform IN ('azureml', 'sagemaker')"}, "target": "original"}]}]})
+    f = cfg.routes[0].filters
+    assert (f[0].cesql, f[0].dialect, f[1].pattern, f[1].target) == (
+        "type = 'ml.job.status_changed' AND status = 'failed'", "auto",
+        {"cesql": "platform IN ('azureml', 'sagemaker')"}, "original")
+    bad = {
+        "type = 'x' AND status = ": "cesql: parse error at position 25: expected a value",
+        "status = 'failed' AND (platform = 'azureml'":
+            "cesql: parse error at position 44: expected ')' to close the '(' at position 23",
+        "LENGTH(subject)": "cesql: a filter must evaluate to a Boolean; this expression gives Integer values",
+        "STARTS_WITH(subject, 'x')": "cesql: position 1: there is no function STARTS_WITH taking 2 argument(s)",
+    }
+    for expression, message in bad.items():
+        with pytest.raises(ConfigError) as exc:
+            parse_config({"routes": [{"name": "a", "topic": "t", "filters": [{"cesql": expression}]}]})
+        [(location, text)] = exc.value.errors
+        assert location == "routes[0].filters[0]" and text.startswith(message), (expression, text)
+    for spec, message in [
+        ({"cesql": "x = 1", "pattern": {"a": ["b"]}}, "a filter has either cesql or pattern"),
+        ({"target": "original"}, "a filter has either cesql or pattern"),
+        ({"cesql": "x = 1", "dialect": "eventbridge"}, "dialect: eventbridge does not apply to a cesql expression"),
+        ({"pattern": {"cesql": "x = (1"}}, "pattern.cesql: parse error at position 7"),
+        ({"pattern": {"cesql": "x = 1", "status": ["a"]}}, 'pattern.status: a CESQL filter has the single key'),
+    ]:
+        with pytest.raises(ConfigError) as exc:
+            parse_config({"routes": [{"name": "a", "topic": "t", "filters": [spec]}]})
+        assert exc.value.errors[0][1].startswith(message), exc.value.errors
+
+
 def test_duplicate_route_names_and_reserved_name_are_rejected() -> None:
     """Route names are unique and 'deadletter' is reserved for the dead-letter output lines."""
     for routes in ([{"name": "a", "topic": "t"}, {"name": "a", "topic": "u"}], [{"name": "deadletter", "topic": "t"}]):

@@ -44,10 +44,14 @@ from tests.filters.helpers import (
         ({"filter": {"status": ["x"]}}, "eventbridge"),
         ({"filter": ["x"]}, "eventbridge"),
         ({"filter": {"includedEventTypes": ["A"]}, "source": ["x"]}, "eventbridge"),
+        ({"cesql": "status = 'failed'"}, "cesql"),
+        ({"cesql": "x", "includedEventTypes": ["A"]}, "cesql"),
+        ({"cesql": ["x"]}, "eventbridge"),
     ],
 )
 def test_detect_dialect(spec: dict[str, Any], dialect: str) -> None:
-    """Event Grid keys (bare or in a lone "filter" wrapper) mean eventgrid; anything else is a pattern."""
+    """The key "cesql" with a string means cesql; Event Grid keys (bare or in a lone "filter" wrapper) mean
+    eventgrid; anything else is a pattern."""
     assert detect_dialect(spec) == dialect
 
 
@@ -132,11 +136,14 @@ def test_matches_never_reads_the_spec_again() -> None:
             "advancedFilters": [{"operatorType": "StringIn", "key": "status", "values": ["failed"]}],
         }
     )
+    cq_spec = _Guarded({"cesql": "type = 'ml.job.status_changed' AND status = 'failed'"})
     eb_filter = compile_filter(eb_spec, "eventbridge")
     eg_filter = compile_filter(eg_spec, "eventgrid")
-    eb_spec.locked = eg_spec.locked = True
+    cq_filter = compile_filter(cq_spec)
+    eb_spec.locked = eg_spec.locked = cq_spec.locked = True
     assert eb_filter.matches(event)
     assert eg_filter.matches(event)
+    assert cq_filter.matches(event)
 
 
 def test_mutating_the_spec_after_compilation_changes_nothing() -> None:
@@ -166,6 +173,11 @@ FAILED_TRAINING_EVENTGRID = {
         {"operatorType": "StringBeginsWith", "key": "subject", "values": ["training-job/", "experiments/"]},
     ],
 }
+FAILED_TRAINING_CESQL = {
+    "cesql": "type = 'ml.job.status_changed' AND status = 'failed' AND ("
+             "(platform = 'azureml' AND subject LIKE 'experiments/%') OR "
+             "(platform = 'sagemaker' AND subject LIKE 'training-job/%'))"
+}
 EXPECTED_FAILED_TRAINING = {
     "sagemaker_training_failed": True,
     "azureml_run_failed": True,
@@ -177,11 +189,12 @@ EXPECTED_FAILED_TRAINING = {
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_FAILED_TRAINING))
 def test_every_failed_training_job_either_cloud(name: str) -> None:
-    """The docs' "every failed training job, either cloud" filter selects the same events in both dialects."""
+    """The docs' "every failed training job, either cloud" filter selects the same events in all three dialects."""
     event = ALL_CANONICAL[name]
     expected = EXPECTED_FAILED_TRAINING[name]
     assert compile_filter(FAILED_TRAINING_EVENTBRIDGE).matches(event) is expected
     assert compile_filter(FAILED_TRAINING_EVENTGRID).matches(event) is expected
+    assert compile_filter(FAILED_TRAINING_CESQL).matches(event) is expected
 
 
 def test_canonical_data_is_reachable_in_both_dialects() -> None:

@@ -2,7 +2,8 @@
 
 Each input is one raw message: its first byte picks how it arrives (plain body, wrapped in an SNS notification,
 or as Kafka binary mode with ``ce_*`` headers taken from a JSON object at the start of the body), the rest is
-the body. The properties are those of ``tests/fuzz/harness.py``; a broken one is an uncaught exception, which
+the body; or, with the first byte ``q``, the rest is a CESQL expression (``check_cesql``: a parse error or a
+value). The properties are those of ``tests/fuzz/harness.py``; a broken one is an uncaught exception, which
 libFuzzer reports with the input saved as ``crash-<sha1>`` under ``-artifact_prefix``.
 
 By hand (``make fuzz``, FUZZ_SECONDS=600 for ten minutes)::
@@ -23,7 +24,7 @@ import atheris
 
 with atheris.instrument_imports(include=["bridge"]):
     from bridge import jsonutil
-    from tests.fuzz.harness import check_message
+    from tests.fuzz.harness import check_cesql, check_message
 
 from tests.fuzz.seeds import seed_corpus, write_dictionary
 
@@ -48,6 +49,8 @@ def fuzz_one_input(data: bytes) -> None:
     if mode == b"s":
         message = body.decode("utf-8", errors="surrogateescape")
         check_message(json.dumps({"Type": "Notification", "Message": message}).encode("utf-8", "surrogateescape"))
+    elif mode == b"q":
+        check_cesql(body.decode("utf-8", errors="surrogateescape"))
     elif mode == b"h":
         headers, value = _headers(body)
         check_message(value, headers)

@@ -1,14 +1,16 @@
 """What the fuzzers check, shared by the hypothesis tests and the atheris target.
 
-``check_message(body, headers)`` runs one raw message through the normalizer, both filter dialects and every
+``check_message(body, headers)`` runs one raw message through the normalizer, the filter dialects and every
 encoding, and raises ``AssertionError`` (or the unexpected exception itself) when a property breaks:
 
 - normalize returns events and ``NormalizeError``s with a non-empty reason, never anything else;
 - every normalized event encodes: ``CloudEvent.to_json``, Kafka binary and structured records (the sink encoders
   of ``bridge.sinks.encoding``, as the pipeline holds and publishes them, and ``ce_headers``), its dead letter,
   the JSON Lines line, and the encoding reads back;
-- every filter (both dialects, every operator family) answers True or False on the canonical event, the original
-  event and (for messages the normalizer refused) the raw parsed objects, never raises.
+- every filter (the three dialects, every operator family) answers True or False on the canonical event, the
+  original event and (for messages the normalizer refused) the raw parsed objects, never raises;
+- ``check_cesql(text)``: any text is a CESQL parse error or an expression whose evaluation on the canonical example
+  events gives a CESQL value and a known error kind, never another exception (the atheris target's mode ``q``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, Final
 
 from bridge import jsonutil
 from bridge.filters import Filter, compile_filter
+from bridge.filters.cesql import GENERIC, RUNTIME_KINDS, CesqlParseError, compile_expression
 from bridge.model import DeadLetter, RawMessage
 from bridge.normalize import NormalizeError, normalize_all
 from bridge.sinks.encoding import BinaryEncoder, Held, StructuredEncoder, ce_headers, decode_record, encode_routed
@@ -73,15 +76,45 @@ EVENTGRID_FILTERS: Final[list[dict[str, Any]]] = [
     ]},
 ]
 
+CESQL_FILTERS: Final[list[str]] = [
+    "type = 'ml.job.status_changed' AND status = 'failed' AND platform IN ('azureml', 'sagemaker')",
+    "subject LIKE 'training-job/%' OR NOT EXISTS late OR source NOT LIKE '%\\_x%'",
+    "INT(sequence) > 0 XOR BOOL(late) OR LENGTH(CONCAT_WS('/', id, subject, time)) % 7 = -3",
+    "SUBSTRING(origtype, -6, 3) IN ('Cha', partitionkey, 1) AND IS_INT(status) <> IS_BOOL(datacontenttype)",
+    "ABS(LENGTH(TRIM(UPPER(LOWER(specversion))))) / (LENGTH(subject) - 3) < LEFT(RIGHT(id, 3), 1) + -1",
+    "topic = data OR eventtype LIKE '%Registered' OR detail = STRING(region) OR account * 1 >= 0",
+]
+
 FILTERS: Final[list[Filter]] = [compile_filter(p, "eventbridge") for p in EVENTBRIDGE_PATTERNS] + [
     compile_filter(f, "eventgrid") for f in EVENTGRID_FILTERS
-]
+] + [compile_filter({"cesql": e}, "cesql") for e in CESQL_FILTERS]
 
 
 def check_filters(event: Mapping[str, Any]) -> None:
     for f in FILTERS:
         result = f.matches(event)
         assert result is True or result is False, f"{f.dialect} filter answered {result!r}"
+
+
+def check_cesql(text: str) -> None:
+    """Parse ``text`` as CESQL; when it parses, evaluate it on a few events, the canonical ML ones included."""
+    try:
+        expression = compile_expression(text)
+    except CesqlParseError:
+        return
+    for event in CESQL_EVENTS:
+        value, kind = expression.evaluate(event)
+        assert type(value) in (bool, int, str), f"{text!r} gave {value!r}"
+        assert kind is None or (kind in RUNTIME_KINDS and kind != GENERIC), f"{text!r} gave error {kind}"
+
+
+CESQL_EVENTS: Final[list[dict[str, Any]]] = [
+    {"specversion": "1.0", "id": "1", "source": "aws.sagemaker/us-east-1/1", "type": "ml.job.status_changed",
+     "subject": "training-job/k", "status": "failed", "platform": "sagemaker", "late": True, "sequence": "17",
+     "data": {"x": 1}},
+    {"id": 5, "n": 2**40, "f": 0.5, "o": {"a": [1]}, "status": None},
+    {},
+]
 
 
 def check_message(body: bytes, headers: dict[str, bytes] | None = None) -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bridge import jsonutil
 
-MODES = (b"p", b"s", b"h")  # plain, SNS, headers (binary mode)
+MODES = (b"p", b"s", b"h", b"q")  # plain, SNS, headers (binary mode), CESQL expression
 DICTIONARY = [
     '"specversion"', '"1.0"', '"0.3"', '"eventType"', '"eventTime"', '"detail-type"', '"detail"', '"time"',
     '"resources"', '"arn:aws:sagemaker:us-east-1:123456789012:training-job/x"', '"Type"', '"Notification"',
@@ -16,16 +16,24 @@ DICTIONARY = [
     '"ml.job.status_changed"', '"sagemaker"', '"azureml"', "1e308", "1e309", "-1", "18446744073709551616",
     "9223372036854775808", "null", "true", "[[[[[[[[", "]]]]]]]]", "{}", "[]", '"\\ud800"', '"\\u0000"',
     '"2024-01-01T00:00:00Z"', '"1583831889050"', "1583831889050", "0.000001",
+    # CESQL (mode q)
+    " AND ", " OR ", " XOR ", "NOT ", " LIKE ", " NOT LIKE ", " IN (", " NOT IN (", "EXISTS ", "TRUE", "FALSE",
+    "'%'", "'_'", "'\\%'", "\\'", '\\"', "<>", "!=", "<=", ">=", "2147483647", "-2147483648", "CONCAT_WS(",
+    "SUBSTRING(", "LEFT(", "RIGHT(", "ABS(", "INT(", "BOOL(", "STRING(", "IS_INT(", "IS_BOOL(", "LENGTH(", "TRIM(",
 ]
 
 
 def seed_corpus(directory: Path) -> int:
     """Write the starting inputs: every corpus event as a plain body, wrapped in SNS, and (CloudEvents) in
     binary mode. Returns the number of files written."""
+    from tests.fuzz.harness import CESQL_FILTERS
     from tests.normalize.corpus_util import CORPUS_FILES, corpus_lines
 
     directory.mkdir(parents=True, exist_ok=True)
     n = 0
+    for i, expression in enumerate(CESQL_FILTERS):
+        (directory / f"cesql-{i}").write_bytes(b"q" + expression.encode())
+        n += 1
     for name in CORPUS_FILES:
         for i, line in enumerate(corpus_lines(name)):
             seeds = [b"p" + line, b"s" + line]
