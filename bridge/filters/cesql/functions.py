@@ -21,7 +21,7 @@ points: ``LENGTH``, ``LEFT``, ``RIGHT`` and ``SUBSTRING`` count code points.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Final
 
 from bridge.filters.cesql.errors import FUNCTION_EVALUATION, MATH, EvalError, Value
 from bridge.filters.cesql.values import INT_MAX, INT_MIN, Type, can_cast, to_bool, to_int, to_str
@@ -153,7 +153,3 @@ def names() -> list[str]:
             out.append(f"{name}({len(d.params)}{'+' if d.variadic else ''})")
     return out
 
-
-def call(definition: Function, args: list[Any]) -> Value:
-    """Invoke ``definition`` on already cast arguments."""
-    return definition.impl(*args)

@@ -88,10 +88,12 @@ def to_int(value: Value, origin: object, result: Value) -> int:
         return value  # type: ignore[return-value]
     if value.__class__ is bool:
         return 1 if value else 0
-    if _INTEGER.fullmatch(value) is not None and len(value) <= 12:  # type: ignore[arg-type]
-        number = int(value)
-        if INT_MIN <= number <= INT_MAX:
-            return number
+    if _INTEGER.fullmatch(value) is not None:  # type: ignore[arg-type]
+        digits = value.lstrip("+-").lstrip("0") or "0"  # type: ignore[union-attr]
+        if len(digits) <= 10:  # never int() on a long text (Python refuses beyond 4300 digits)
+            number = -int(digits) if value[0] == "-" else int(digits)  # type: ignore[index]
+            if INT_MIN <= number <= INT_MAX:
+                return number
     raise _fail(value, "Integer", origin, result)
 
 
