@@ -4,9 +4,11 @@ Takes the bench's generated input (``bench.data.generate``) through each stage o
 process with the cyclic garbage collector off, and prints microseconds per input record for each: the floor of
 JSON parsing (``orjson.loads``), ``jsonutil.loads``, ``normalize_all``, routing, encoding at admission, the whole
 admission stage (normalize, dedup, route, encode, records), reorder push and drain, the sink's record building at
-delivery, and aiokafka's ``BatchBuilder.append`` of the encoded records. It also compares the filter dialects on
-the canonical events: a three-clause CESQL expression against the equivalent EventBridge pattern (best of five
-runs each, per event; both must give the same answer on every event). The config is the bench's
+delivery, aiokafka's ``BatchBuilder.append`` of the encoded records, and the whole pipeline from ``submit`` to
+settled and acked (delivery with the after-confirm steps, on an in-memory sink), also with a ``changes_only`` route
+and a state topic (plan and settle of ``bridge.state``). It also compares the filter dialects on the canonical
+events: a three-clause CESQL expression against the equivalent EventBridge pattern (best of five runs each, per
+event; both must give the same answer on every event). The config is the bench's
 (``bench.bridge_proc.bench_config``). What the Kafka clients and the event loop cost on top is what
 ``python -m bench.run`` adds.
 """
@@ -29,6 +31,7 @@ from bridge import jsonutil
 from bridge.app import build_pipeline, build_router
 from bridge.config import parse_config
 from bridge.filters import compile_filter
+from bridge.logs import configure
 from bridge.model import OutRecord, RawMessage, SourceBatch
 from bridge.normalize import normalize_all
 from bridge.pipeline.admission import Admitted
@@ -99,6 +102,31 @@ async def _pipeline_stages(msgs: list[RawMessage], results: dict[str, float], ba
     _timed(results, "aiokafka BatchBuilder.append", n, append)
 
 
+async def _whole_pipeline(msgs: list[RawMessage], results: dict[str, float], batch: int, label: str,
+                          state: bool) -> None:
+    """``submit`` of every batch, then ``flush``: admission, ordering, delivery to an in-memory sink and the
+    after-confirm steps (settle, release, ack), per input record."""
+    raw = bench_config("127.0.0.1:9", Topics("b.in", "b.jobs", "b.models", "b.dl"), "g", 0)
+    if state:
+        raw["routes"].append({"name": "transitions", "topic": "b.transitions", "changes_only": True})
+        raw["state"] = {"topic": "b.state"}
+    pipeline = build_pipeline(parse_config(raw, env={}), CapturingSink())
+    acked = 0
+
+    async def ack() -> None:
+        nonlocal acked
+        acked += 1
+
+    batches = [SourceBatch(msgs[i : i + batch], ack, "bench") for i in range(0, len(msgs), batch)]
+    t0 = time.perf_counter()
+    for b in batches:
+        await pipeline.submit(b)
+    await pipeline.flush()
+    results[label] = round((time.perf_counter() - t0) * 1e6 / len(msgs), 2)
+    await pipeline.close(1.0)
+    assert acked == len(batches), f"{acked} of {len(batches)} batches acked"
+
+
 def measure(events: int = 100_000, batch: int = 1000) -> dict[str, float]:
     data = generate(events)
     msgs = [RawMessage(v, source="bench", position=f"b.in/0@{i}") for i, (_, v) in enumerate(data.records)]
@@ -122,6 +150,8 @@ def measure(events: int = 100_000, batch: int = 1000) -> dict[str, float]:
         parsed.clear()
         cloud_events.clear()
         asyncio.run(_pipeline_stages(msgs, results, batch))
+        asyncio.run(_whole_pipeline(msgs, results, batch, "whole pipeline, submit to acked (in-memory sink)", False))
+        asyncio.run(_whole_pipeline(msgs, results, batch, "the same with changes_only and a state topic", True))
     finally:
         gc.enable()
     return results
@@ -132,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--events", type=int, default=100_000)
     p.add_argument("--batch", type=int, default=1000, help="messages per source batch (the Kafka source's default)")
     args = p.parse_args(argv)
+    configure("error", "json")  # the input's dead letters are logged as warnings
     results = measure(args.events, args.batch)
     width = max(len(k) for k in results)
     for label, us in results.items():

@@ -114,5 +114,6 @@ def test_stage_costs_cover_every_stage() -> None:
         "route (two filters)", "encode at admission", "admission (normalize, dedup, route, encode, records)",
         "reorder push and drain", "records for the sink (key, CloudEvents headers)", "aiokafka BatchBuilder.append",
         "filter: EventBridge pattern, 3 fields", "filter: CESQL, 3 clauses",
+        "whole pipeline, submit to acked (in-memory sink)", "the same with changes_only and a state topic",
     }
     assert all(us > 0 for us in results.values())
