@@ -11,11 +11,12 @@ from bridge.metrics import Metrics
 from bridge.model import Sink
 from bridge.pipeline.admission import NormalizeFn, default_normalize
 from bridge.pipeline.core import Pipeline
-from bridge.pipeline.dedup import Deduplicator, DedupStore, MemoryDedupStore, StoreGuard
+from bridge.pipeline.dedup import Deduplicator, DedupStore, MemoryDedupStore
 from bridge.pipeline.reorder import ReorderBuffer
 from bridge.pipeline.router import Route, RouteFilter, Router
 from bridge.pipeline.trust import TrustPolicy
 from bridge.state.config import STATE_ROUTE
+from bridge.storeguard import StoreGuard
 
 if TYPE_CHECKING:
     from bridge.state.lifecycle import Lifecycle
@@ -86,7 +87,7 @@ def build_lifecycle(
         on_store_failure=metrics.dedup_store_errors.inc, what="state store",
     )
     metrics.prime_state(changes, STATE_ROUTE if s.topic is not None else None)
-    return Lifecycle(router.routes, store, metrics, topic=s.topic, guard=guard)
+    return Lifecycle(router.routes, store, metrics, topic=s.topic, guard=guard, config=s)
 
 
 def build_pipeline(cfg: BridgeConfig, sink: Sink, metrics: Metrics | None = None,
@@ -120,6 +121,6 @@ def build_pipeline(cfg: BridgeConfig, sink: Sink, metrics: Metrics | None = None
         budget=budget,
         max_outbox_bytes=bounds.delivery_bytes,
         normalize=normalize,
-        lifecycle=build_lifecycle(cfg, router, metrics, dedup, state_store),
+        plugin=build_lifecycle(cfg, router, metrics, dedup, state_store),
         delivery_depth=cfg.sink.max_inflight_groups if cfg.sink is not None else 1,
     )

@@ -220,7 +220,7 @@ def _trust_summary(trust: Any) -> str:
 
 
 def cmd_state(args: argparse.Namespace) -> int:
-    from bridge.state.view import Query, show, split_values
+    from bridge.tools.state_view import Query, show, split_values
     from bridge.tools.terminal import UsageError, parse_when
     from bridge.tools.topic_range import TopicMissing, client_settings
 

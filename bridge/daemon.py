@@ -108,7 +108,7 @@ class Daemon:
         dedup = self.pipeline.dedup
         if dedup is not None and dedup.store_error is not None and dedup.on_store_error == "block":
             reasons.append(f"dedup store: {dedup.store_error} (retrying; the pipeline waits)")
-        state = self.pipeline.lifecycle.guard if self.pipeline.lifecycle is not None else None
+        state = self.pipeline.plugin.store if self.pipeline.plugin is not None else None
         if state is not None and state is not dedup and state.store_error and state.on_store_error == "block":
             reasons.append(f"state store: {state.store_error} (retrying; the pipeline waits)")
         for name, error in sorted(self.probes.errors.items()):
@@ -287,7 +287,7 @@ class Daemon:
             await self._close_connections(loop.time() + self.cfg.shutdown.grace_seconds, watch, probes)
             log.info("daemon.stopped", exit_code=0)
             return 0
-        await self._prepare_state_topic()
+        await _bounded(self.pipeline.prepare(), min(30.0, self.cfg.shutdown.grace_seconds), "pipeline preparation")
         worker = self.pipeline.start()
         pumps = [asyncio.create_task(self._pump(s), name=f"source-{s.name}") for s in self.sources]
         processor = asyncio.create_task(self._process(), name="pipeline")
@@ -333,16 +333,6 @@ class Daemon:
         log.info("daemon.stopped", exit_code=exit_code)
         return exit_code
 
-    async def _prepare_state_topic(self) -> None:
-        """Create (log-compacted) or check the state topic before anything is published on it."""
-        from bridge.sinks.kafka import KafkaSink
-
-        if self.cfg.state.topic is not None and isinstance(self.sink, KafkaSink):
-            from bridge.state.topic import ensure_state_topic
-
-            await _bounded(ensure_state_topic(self.sink.config, self.cfg.state),
-                           min(30.0, self.cfg.shutdown.grace_seconds), "state topic check")
-
     async def _close_connections(self, deadline: float, *tasks: asyncio.Task[None]) -> None:
         """Stop sources (final commits), the sink and the store, each bounded by what is left of the grace."""
         loop = asyncio.get_running_loop()
@@ -352,8 +342,8 @@ class Daemon:
         steps.append(("sink", self.sink.stop))
         if self.store is not None:
             steps.append(("dedup store", self.store.close))
-        if self.pipeline.lifecycle is not None:
-            steps.append(("state store", self.pipeline.lifecycle.close))
+        if self.pipeline.plugin is not None:
+            steps.append(("state store", self.pipeline.plugin.close))
         for what, stop in steps:
             await _bounded(stop(), max(0.1, deadline - loop.time()), f"stopping {what}")
         await _bounded(asyncio.gather(*tasks, return_exceptions=True), max(0.1, deadline - loop.time()), "monitors")

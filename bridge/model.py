@@ -3,9 +3,10 @@
 Data walks one way: ``Source`` yields ``SourceBatch``es of ``RawMessage``s; the pipeline turns each event into
 bytes once, at admission, with the sink's ``Encoder``, and hands ``OutRecord``s (topic, key, value, headers) to
 the ``Sink``; once every event of a batch has been published and confirmed by the sink, or deliberately dropped,
-the batch's ``ack`` is called, exactly once, and the source releases its position (Kafka commit, Event Hubs
-checkpoint, SQS delete). ``Routed`` and ``DeadLetter`` are the decoded, human-facing forms of what was
-published (``bridge.testing.CapturingSink`` gives them back to tests).
+the batch is released, exactly once, and the source releases its position (Kafka commit, Event Hubs
+checkpoint, SQS delete): in the two steps of its ``Release`` (mark, then the source's ``PositionWriter``
+writes) where the source splits them, else through its ``ack``. ``Routed`` and ``DeadLetter`` are the decoded,
+human-facing forms of what was published (``bridge.testing.CapturingSink`` gives them back to tests).
 """
 
 from __future__ import annotations
@@ -40,13 +41,42 @@ class RawMessage(NamedTuple):
     position: str = ""
 
 
+class PositionWriter(Protocol):
+    """The half of a source that writes released positions upstream: the Kafka offset commit, the Event Hubs
+    checkpoint, the SQS delete. One per source, shared by its batches; the pipeline's after-confirm owner
+    (``bridge.pipeline.settlement``) calls it once per settled group however many of its batches completed."""
+
+    async def flush(self) -> None:
+        """Write every position that marks (``Release.mark``) made releasable since the last call, coalesced per
+        partition or queue; a write that fails is kept and retried by the source."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """How a batch gives its position back, split in the two steps the after-confirm owner drives: ``mark()``
+    says the batch is done (no I/O: the source's checkpointer moves over the contiguous prefix of done batches),
+    then ``writer.flush()`` writes what moved. Between the two, what the marks released can be read from the
+    source (a transactional sink sends those positions with its transaction instead of the source writing them)."""
+
+    mark: Callable[[], None]
+    writer: PositionWriter
+
+    async def ack(self) -> None:
+        """Both steps at once (what ``SourceBatch.ack`` does for a batch with a ``Release``)."""
+        self.mark()
+        await self.writer.flush()
+
+
 @dataclass(slots=True)
 class SourceBatch:
     """A batch of raw messages with its release callbacks.
 
     ``ack`` is called once, after every event of the batch was delivered or deliberately dropped: the source
-    releases its position. ``nack`` is called instead when the pipeline gives the batch up undelivered
-    (shutdown past its grace period): the source hands it back for redelivery at once (SQS: visibility 0);
+    releases its position. A source may split that in two (``release``: mark, then write; the pipeline then uses
+    it instead of ``ack``, which is derived from it when not given). ``nack`` is called instead when the
+    pipeline gives the batch up undelivered (shutdown past its grace period): the source hands it back for
+    redelivery at once (SQS: visibility 0);
     ``None`` where there is nothing to do (Kafka, Event Hubs: the position simply stays unreleased). ``nbytes``
     is what the source charged to the memory budget for this batch (``bridge.limits``); the pipeline gives it
     back once the batch is admitted. Sources that do not use a budget leave it 0.
@@ -57,6 +87,11 @@ class SourceBatch:
     source: str = ""
     nbytes: int = 0
     nack: AckFn | None = None
+    release: Release | None = None
+
+    def __post_init__(self) -> None:
+        if self.ack is None and self.release is not None:
+            self.ack = self.release.ack
 
 
 Header = tuple[str, bytes]

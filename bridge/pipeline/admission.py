@@ -15,7 +15,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import structlog
 
@@ -23,8 +22,9 @@ from bridge.envelope import CloudEvent
 from bridge.metrics import Metrics
 from bridge.model import DeadLetter, Encoder, RawMessage, SourceBatch
 from bridge.pipeline.dedup import FRESH, INFLIGHT, SEEN, DedupCode, Deduplicator
+from bridge.pipeline.plugin import GroupPlugin
 from bridge.pipeline.records import DeadRecord, Record, Tracker
-from bridge.pipeline.router import Route, Router
+from bridge.pipeline.router import Router
 from bridge.pipeline.settlement import Settlement
 from bridge.pipeline.trust import TrustPolicy, untrusted_body
 
@@ -32,14 +32,6 @@ log = structlog.get_logger("bridge.pipeline")
 
 NormalizeFn = Callable[[RawMessage], tuple[list[CloudEvent], list[Exception]]]
 
-
-class StateExtractor(Protocol):
-    """What admission keeps for ``bridge.state`` (``bridge.state.lifecycle.Lifecycle``)."""
-
-    @property
-    def encode_unrouted(self) -> bool: ...
-
-    def extract(self, event: CloudEvent, routes: tuple[Route, ...]) -> tuple[str | bytes, ...] | None: ...
 _intern = sys.intern
 
 
@@ -80,7 +72,7 @@ class Admission:
         normalize: NormalizeFn = default_normalize,
         keep_raw: bool = False,
         trust: TrustPolicy | None = None,
-        state: StateExtractor | None = None,
+        plugin: GroupPlugin | None = None,
     ) -> None:
         self.router = router
         self.encoder = encoder
@@ -91,7 +83,7 @@ class Admission:
         self._normalize = normalize
         self._keep_raw = keep_raw  # the raw body is kept only to dead-letter late events
         self.trust = trust
-        self.state = state  # bridge.state: what a record keeps for changes_only routes and the state topic
+        self.plugin = plugin  # what a record keeps for the plug-in's decisions (bridge.state: changes_only routes)
 
     def _dead(self, msg: RawMessage, reason: str, tracker: Tracker, kind: str, body: bytes | None = None,
               event: CloudEvent | None = None) -> DeadRecord:
@@ -143,7 +135,7 @@ class Admission:
         if self.dedup is not None:
             codes = await self.dedup.split(keys)
             fresh = self._drop_duplicates(codes, keys, tracker, source)
-        self.settlement.inflight += len(fresh)
+        self.settlement.admitted(len(fresh))
         self._route_and_encode(fresh, events, origins, keys, tracker, source, out)
         return out
 
@@ -161,8 +153,7 @@ class Admission:
         ndup = len(codes) - len(fresh)
         if ndup:
             self.metrics.duplicates.labels(source).inc(ndup)
-        if seen:
-            tracker.release(seen)
+        self.settlement.seen_before(tracker, seen)
         return fresh
 
     def _route_and_encode(self, fresh: range | list[int], events: list[CloudEvent], origins: list[RawMessage],
@@ -170,8 +161,8 @@ class Admission:
         match = self.router.match
         encode = self.encoder.encode
         keep_raw = self._keep_raw
-        state = self.state
-        encode_all = state is not None and state.encode_unrouted
+        plugin = self.plugin
+        encode_all = plugin is not None and plugin.encode_unrouted
         unrouted = 0
         failed: list[tuple[str, str]] = []
         records = out.records
@@ -185,7 +176,7 @@ class Admission:
                 else:  # still ordered (it counts for its subject's lateness), then settled without a record
                     value, meta = encode(ev) if encode_all else (b"", b"")  # (the state topic takes it)
                     unrouted += 1
-                kept = state.extract(ev, routes) if state is not None else None
+                kept = plugin.extract(ev, routes) if plugin is not None else None
             except Exception as exc:  # a poison event: dead-lettered (its unit becomes the dead letter's)
                 msg = origins[i]
                 reason = f"processing failed (event {ev.id!r}): {_describe(exc)}"

@@ -6,7 +6,11 @@
 2. ordering (``reorder.py``): the reorder buffer holds the compact records per subject; late ones follow the
    late policy;
 3. delivery (``delivery.py``): the outbox and its worker publish, retry, isolate unpublishable records;
-4. settlement (``settlement.py``): ids recorded in the dedup store, units released, batches acked.
+4. settlement (``settlement.py``): the after-confirm steps (the plug-in's plan settled, ids recorded, units
+   released, positions marked and written) and the count of events in flight.
+
+A plug-in (``plugin.py``: ``bridge.state``) decides per group which routes records go to; the pipeline declares
+what it calls and imports nothing of it.
 
 Everything held is bounded in bytes (``bridge.limits``): the reorder buffer flushes early, the outbox makes
 ``submit`` wait, and the sources (which charge the budget) stop fetching while it is full.
@@ -18,7 +22,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import structlog
 
@@ -28,15 +32,13 @@ from bridge.model import DeadLetter, Sink, SourceBatch
 from bridge.pipeline.admission import Admission, NormalizeFn, default_normalize
 from bridge.pipeline.dedup import Deduplicator
 from bridge.pipeline.delivery import Delivery
+from bridge.pipeline.plugin import GroupPlugin
 from bridge.pipeline.records import DeadRecord, Record
 from bridge.pipeline.reorder import ReorderBuffer
 from bridge.pipeline.router import Router
 from bridge.pipeline.settlement import Settlement
 from bridge.pipeline.trust import TrustPolicy
 from bridge.retry import PUBLISH, Backoff
-
-if TYPE_CHECKING:
-    from bridge.state.lifecycle import Lifecycle
 
 log = structlog.get_logger("bridge.pipeline")
 
@@ -63,7 +65,7 @@ class Pipeline:
         max_outbox_bytes: int = DEFAULT_OUTBOX_BYTES,
         retry_backoff: Backoff = PUBLISH,
         trust: TrustPolicy | None = None,
-        lifecycle: Lifecycle | None = None,
+        plugin: GroupPlugin | None = None,
         delivery_depth: int = 2,
     ) -> None:
         self.router = router
@@ -78,15 +80,15 @@ class Pipeline:
         self._clock = clock
         self.encoder = sink.encoder
         self.settlement = Settlement(dedup, self.metrics, clock)
-        self.lifecycle = lifecycle if lifecycle is not None and lifecycle.active else None
+        self.plugin = plugin
         self.admission = Admission(
             router, self.encoder, self.settlement, self.metrics, deadletter_topic=deadletter_topic, dedup=dedup,
-            normalize=normalize, keep_raw=late_policy == "deadletter", trust=trust, state=self.lifecycle,
+            normalize=normalize, keep_raw=late_policy == "deadletter", trust=trust, plugin=plugin,
         )
         self.delivery = Delivery(
             sink, self.encoder, self.settlement, self.metrics, deadletter_topic=deadletter_topic,
             max_bytes=max_outbox_bytes, retry_backoff=retry_backoff, clock=clock, after_delivery=self._update_gauges,
-            lifecycle=self.lifecycle, depth=delivery_depth,
+            plugin=plugin, depth=delivery_depth,
         )
         self._worker: asyncio.Task[None] | None = None
 
@@ -106,6 +108,11 @@ class Pipeline:
         return self.settlement.last_progress
 
     # -- lifecycle ------------------------------------------------------------------------------------
+    async def prepare(self) -> None:
+        """What must exist before the first publish (the plug-in's: the state topic)."""
+        if self.plugin is not None:
+            await self.plugin.start(self.sink)
+
     def start(self) -> asyncio.Task[None]:
         """Start the delivery worker (once); return it, so a supervisor can notice if it ever ends."""
         if self._worker is None:
@@ -210,7 +217,7 @@ class Pipeline:
             body = rec.raw if rec.raw is not None else (self.encoder.event_json(rec) if rec.meta else b"")
             dl = DeadLetter(self.deadletter_topic, reason, body, source, "")
             dead.append(DeadRecord(self.encoder.dead_letter(dl, rec), rec.tracker, "late", rec.dkey))
-        self.settlement.inflight -= len(late)  # settled as dead letters (their ids recorded once published)
+        self.settlement.became_dead_letters(late)
         self.metrics.deadlettered.labels("late").inc(len(dead))
         return dead
 

@@ -5,31 +5,27 @@ delivered (or deliberately dropped). Until then it is *in flight*: later copies 
 but if the process dies first, the source redelivers the original and the store does not yet know it, so
 nothing is lost. A store only answers "seen?" and "record these"; the in-flight set lives here.
 
-A remote store that fails (down, slow, wrong password) is handled by ``on_store_error``: every call has a
-timeout; ``block`` (default) retries with backoff and holds the batch (nothing is published unchecked, the
-source positions stay unacknowledged), ``pass`` publishes without dedup (each such event counted) and tries
-the store again after a backoff. ``store_error`` says what is wrong while it lasts (readiness).
+A remote store that fails (down, slow, wrong password) is handled by ``on_store_error``
+(``bridge.storeguard``): every call has a timeout; ``block`` (default) retries with backoff and holds the batch,
+``pass`` publishes without dedup (each such event counted) and tries the store again after a backoff.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from enum import IntEnum
-from typing import Literal, Protocol, TypeVar
+from typing import Protocol
 
 import structlog
 
 from bridge.retry import DEDUP_STORE, Backoff
+from bridge.storeguard import OnStoreError, StoreBypassed, StoreGuard
 
 log = structlog.get_logger("bridge.dedup")
-T = TypeVar("T")
-A = TypeVar("A")
 
 DedupKey = tuple[str, str]
-OnStoreError = Literal["block", "pass"]
 
 
 class DedupCode(IntEnum):
@@ -44,10 +40,6 @@ class DedupCode(IntEnum):
 
 
 FRESH, SEEN, INFLIGHT = DedupCode.FRESH, DedupCode.SEEN, DedupCode.INFLIGHT
-
-
-class StoreBypassed(Exception):
-    """The store is failing and ``on_store_error`` is ``pass``: the call was skipped."""
 
 
 class DedupStore(Protocol):
@@ -147,70 +139,6 @@ class MemoryDedupStore:
 
     async def close(self) -> None:
         return None
-
-
-class StoreGuard:
-    """Timeouts, backoff and the ``on_store_error`` policy around the calls to one remote store: the dedup ids,
-    and the last states of ``bridge.state``, which live in the same Redis. ``store_error`` says what is wrong
-    while calls fail (readiness reads it)."""
-
-    def __init__(
-        self,
-        *,
-        timeout: float = 2.0,
-        on_store_error: OnStoreError = "block",
-        backoff: Backoff = DEDUP_STORE,
-        on_store_failure: Callable[[], None] | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        what: str = "dedup store",
-    ) -> None:
-        self.timeout = timeout
-        self.on_store_error: OnStoreError = on_store_error
-        self._retries = backoff.retries()
-        self._skip_until = 0.0
-        self._on_store_failure = on_store_failure
-        self._clock = clock
-        self._what = what
-        self.store_error: str | None = None
-        """What is wrong with the store while calls fail (``None`` when the last call succeeded)."""
-        self.store_failing_since: float | None = None
-
-    async def call(self, op: Callable[[A], Awaitable[T]], arg: A) -> T:
-        """One store operation with a timeout. ``block``: retried with backoff until it succeeds (the pipeline
-        waits: backpressure, nothing published unchecked). ``pass``: tried once, and not again until the backoff
-        has passed; a failure raises ``StoreBypassed``."""
-        while True:
-            if self.on_store_error == "pass" and self.store_error is not None and self._clock() < self._skip_until:
-                raise StoreBypassed(self.store_error)
-            try:
-                async with asyncio.timeout(self.timeout):
-                    result = await op(arg)
-            except Exception as exc:
-                delay = self._retries.failed()
-                self._failed(exc, delay)
-                if self.on_store_error == "pass":
-                    self._skip_until = self._clock() + delay
-                    raise StoreBypassed(self.store_error) from None
-                await asyncio.sleep(delay)
-                continue
-            if self.store_error is not None:
-                log.info("store.recovered", store=self._what, was=self.store_error)
-            self.store_error = None
-            self.store_failing_since = None
-            self._retries.succeeded()
-            return result
-
-    def _failed(self, exc: Exception, delay: float) -> None:
-        if isinstance(exc, TimeoutError):
-            reason = f"TimeoutError: no answer within {self.timeout:g} s"
-        else:
-            reason = f"{type(exc).__name__}: {exc}"
-        if self.store_failing_since is None:
-            self.store_failing_since = self._clock()
-        self.store_error = reason
-        if self._on_store_failure is not None:
-            self._on_store_failure()
-        log.warning("store.unavailable", store=self._what, policy=self.on_store_error, retry_in=delay, error=reason)
 
 
 class Deduplicator(StoreGuard):

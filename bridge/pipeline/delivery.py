@@ -11,6 +11,9 @@ after the producer's own retries (a broker unreachable for longer than its reque
 after the groups behind it: per-subject order then holds within each group, not across them; ``depth`` 1 keeps
 it across groups too, at the cost of one broker round trip per group. The outbox is bounded in bytes:
 ``room()`` makes admission wait while it is full (backpressure).
+
+Before a group is handed to the sink the plug-in (``bridge.pipeline.plugin``) plans it; once the sink confirmed it,
+``bridge.pipeline.settlement`` runs the after-confirm steps, oldest group first.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -28,12 +30,10 @@ from bridge import logs
 from bridge.aio import completed, reraise_if_cancelled
 from bridge.metrics import Metrics
 from bridge.model import DeadLetter, Encoder, OutRecord, PublishError, Sink
+from bridge.pipeline.plugin import GroupPlan, GroupPlugin
 from bridge.pipeline.records import DeadRecord, Record
 from bridge.pipeline.settlement import Settlement
 from bridge.retry import PUBLISH, Backoff
-
-if TYPE_CHECKING:
-    from bridge.state.lifecycle import Lifecycle
 
 log = structlog.get_logger("bridge.pipeline")
 
@@ -49,7 +49,7 @@ class _Group:
     records: list[Record] = field(default_factory=list)
     dead: list[DeadRecord] = field(default_factory=list)
     out: list[OutRecord] = field(default_factory=list)
-    plan: Any = None
+    plan: GroupPlan | None = None
     confirmed: asyncio.Future[None] | None = None
     started: float = 0.0
 
@@ -69,7 +69,7 @@ class Delivery:
         retry_backoff: Backoff = PUBLISH,
         clock: Callable[[], float] = time.monotonic,
         after_delivery: Callable[[], None] | None = None,
-        lifecycle: Lifecycle | None = None,
+        plugin: GroupPlugin | None = None,
         depth: int = 2,
     ) -> None:
         self.sink = sink
@@ -82,7 +82,7 @@ class Delivery:
         self._backoff = retry_backoff
         self._clock = clock
         self._after = after_delivery
-        self.lifecycle = lifecycle  # bridge.state: changes_only routes and the state topic, decided per group
+        self.plugin = plugin  # decides per group which routes each record goes to (bridge.state)
         self.depth = max(1, depth)  # groups handed to the sink before the oldest is confirmed
         self._outbox: list[Entry] = []
         self._outbox_bytes = 0
@@ -179,9 +179,9 @@ class Delivery:
         return _Group(box, nbytes)
 
     async def _start(self, group: _Group) -> _Group:
-        """Decide the group's routes (bridge.state), build its records, hand them to the sink."""
-        lifecycle = self.lifecycle
-        group.plan = await lifecycle.plan(group.box) if lifecycle is not None else None
+        """Plan the group's routes (the plug-in), build its records, hand them to the sink."""
+        plugin = self.plugin
+        group.plan = await plugin.plan(group.box) if plugin is not None else None
         records, dead, out = group.records, group.dead, group.out
         enc = self.encoder
         for e in group.box:
@@ -213,7 +213,8 @@ class Delivery:
         return group
 
     async def _finish(self, group: _Group) -> None:
-        """Settle a group once the sink confirmed it; a failed group is published again (or isolated) first."""
+        """Settle a group once the sink confirmed it (``Settlement.settle``: the after-confirm steps); a failed
+        group is published again (or isolated) first."""
         assert group.confirmed is not None
         try:
             await group.confirmed
@@ -233,9 +234,7 @@ class Delivery:
         now = self._clock()
         self._observe_latency(group.records, now)
         self._count(published)
-        if self.lifecycle is not None:
-            await self.lifecycle.settle(group.plan)
-        await self.settlement.delivered(group.records, group.dead)
+        await self.settlement.settle(group.records, group.dead, group.plan)
 
     def _observe_latency(self, records: Sequence[Record], now: float) -> None:
         if not records:
@@ -326,7 +325,7 @@ class Delivery:
                 log.error("pipeline.unpublishable", id=event_id, source=source, route=route.name,
                           reason=reason)
                 await self._publish_or_report([dl], published)
-                e.routes = tuple(r for r in e.routes if r is not route)  # what was published, for bridge.state
+                e.routes = tuple(r for r in e.routes if r is not route)  # what was published, for the plug-in
         return published
 
     async def _publish_or_report(self, recs: list[OutRecord], published: list[OutRecord]) -> None:

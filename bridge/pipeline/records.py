@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from bridge.model import AckFn, OutRecord
+from bridge.model import AckFn, OutRecord, Release
 from bridge.pipeline.router import Route
 
 RECORD_OVERHEAD: Final = 420
@@ -27,15 +27,18 @@ class Tracker:
 
     A unit is an event or a dead letter. Every unit is released exactly once: after the sink confirmed it, or
     when it was deliberately dropped (duplicate, unrouted, late-dropped). Once the batch is sealed (all of it
-    admitted) and nothing is outstanding, ``on_done`` runs, exactly once.
+    admitted) and nothing is outstanding, ``on_done`` runs, exactly once. ``batch_release`` (or else ``ack``) is how the
+    batch gives its position back (``bridge.pipeline.settlement``, steps 4 and 5).
     """
 
-    __slots__ = ("_on_done", "ack", "arrival", "done", "pending", "sealed", "source")
+    __slots__ = ("_on_done", "ack", "arrival", "batch_release", "done", "pending", "sealed", "source")
 
     def __init__(
-        self, ack: AckFn | None, on_done: Callable[[Tracker], None], source: str = "", arrival: float = 0.0
+        self, ack: AckFn | None, on_done: Callable[[Tracker], None], source: str = "", arrival: float = 0.0,
+        release: Release | None = None,
     ) -> None:
         self.ack = ack
+        self.batch_release = release
         self.source = source
         self.arrival = arrival
         self.pending = 0
@@ -88,7 +91,7 @@ class Record:
         self.routes = routes
         self.tracker = tracker
         self.raw = raw  # the raw input, kept only when late events are dead-lettered
-        self.state = state  # (subject, state values): bridge.state.lifecycle
+        self.state = state  # (subject, state values): kept for the plug-in (bridge.pipeline.plugin)
         self.late = False
         self.emitted = False
         self.deadline = 0.0

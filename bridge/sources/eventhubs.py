@@ -2,10 +2,11 @@
 
 Each SDK callback batch becomes one ``SourceBatch``. The SDK callback only enqueues (a bounded
 ``asyncio.Queue``: when the pipeline falls behind, the callback waits for room, which is the backpressure);
-it never waits for delivery. ``ack()`` marks a batch done in the source's ``Checkpointer``
-(``bridge.sources.checkpoint``): per partition, the checkpoint advances to the last event of the highest
-contiguous run of acked batches, so an out-of-order ack never releases a position ahead of an undelivered
-batch. The ack writes the checkpoint before it returns; a write that fails is retried with backoff. Replicas
+it never waits for delivery. A batch's release (``bridge.model.Release``) marks it done in the source's
+``Checkpointer`` (``bridge.sources.checkpoint``): per partition, the checkpoint advances to the last event of the
+highest contiguous run of acked batches, so an out-of-order ack never releases a position ahead of an undelivered
+batch. ``flush`` (the source is its batches' ``PositionWriter``) writes the checkpoints that moved before it
+returns; a write that fails is retried with backoff. Replicas
 sharing the consumer group and checkpoint container split the partitions through the SDK's ownership load
 balancing; when a partition moves away its pending state is dropped (its unacked batches will be redelivered
 to the new owner from the last checkpoint).
@@ -27,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from bridge.azure_auth import AzureCredentialConfig, build_credential
 from bridge.limits import MemoryBudget, batch_bytes
-from bridge.model import AckFn, Probe, RawMessage, SourceBatch
+from bridge.model import Probe, RawMessage, Release, SourceBatch
 from bridge.retry import COMMIT
 from bridge.sources.checkpoint import Checkpointer, Ticket
 from bridge.sources.registry import SourceConnector, SourceResources, register
@@ -495,8 +496,7 @@ class EventHubsSource:
             )
             for event in events
         ]
-        ack = self._ack_fn(ticket)
-        batch = SourceBatch(messages=messages, ack=ack, source=self.name,
+        batch = SourceBatch(messages=messages, source=self.name, release=self._release(ticket),
                             nbytes=batch_bytes(sum(len(m.body) for m in messages), len(messages)))
         budget = self._budget
         if budget is not None:  # the SDK stops receiving this partition while its callback waits
@@ -513,12 +513,16 @@ class EventHubsSource:
             self._lag[context.partition_id] = max(0, enqueued - last.sequence_number)
 
     # -- acks -----------------------------------------------------------------------------------------------
-    def _ack_fn(self, ticket: Ticket[_Claim, Any]) -> AckFn:
-        async def ack() -> None:
-            if self._checkpoints.done([ticket]):
-                await self._write_checkpoints()
+    def _release(self, ticket: Ticket[_Claim, Any]) -> Release:
+        def mark() -> None:
+            self._checkpoints.done([ticket])
 
-        return ack
+        return Release(mark, self)
+
+    async def flush(self) -> None:
+        """Write the checkpoints that marks moved (``PositionWriter``)."""
+        if self._checkpoints.has_ready:
+            await self._write_checkpoints()
 
     async def _write_checkpoints(self) -> bool:
         """Write every checkpoint that acks made ready; False if one failed (it is retried with backoff)."""

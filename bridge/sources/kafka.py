@@ -1,12 +1,12 @@
 """Kafka source: a consumer group yielding one ``SourceBatch`` per poll, committing only acked prefixes.
 
-Each ``getmany()`` poll becomes one batch (it may span partitions). A batch's ``ack`` marks its offset span
-of every partition done in the source's ``Checkpointer`` (``bridge.sources.checkpoint``), which advances each
-partition's commit only over a contiguous prefix of done spans (batches acked out of order never move the
-commit past an unacked one). Commits are coalesced by a background task: acks only mark and signal, the task commits
-everything ready in one request, then waits for more. On rebalance the revoked partitions' contiguous-done
-offsets are committed and their pending state dropped; a late ack for a revoked partition is ignored (its
-records are redelivered to the new owner: at least once).
+Each ``getmany()`` poll becomes one batch (it may span partitions). A batch's release (``bridge.model.Release``)
+marks its offset span of every partition done in the source's ``Checkpointer`` (``bridge.sources.checkpoint``),
+which advances each partition's commit only over a contiguous prefix of done spans (batches acked out of order never
+move the commit past an unacked one); ``flush`` (the source is its batches' ``PositionWriter``) wakes a background
+task that commits everything ready in one request, then waits for more (commits are coalesced). On rebalance the
+revoked partitions' contiguous-done offsets are committed and their pending state dropped; a late ack for a revoked
+partition is ignored (its records are redelivered to the new owner: at least once).
 
 Memory: each batch is charged to the memory budget (``bridge.limits``) until the pipeline admits it; while
 the budget is full the source pauses its partitions (``consumer.pause``) and keeps polling, so the consumer
@@ -31,7 +31,7 @@ from bridge.aio import cancelled_from_outside
 from bridge.kafka_common import KafkaClientSettings
 from bridge.kafka_oauth import SaslOAuthConfig
 from bridge.limits import MemoryBudget, batch_bytes
-from bridge.model import Probe, RawMessage, SourceBatch
+from bridge.model import Probe, RawMessage, Release, SourceBatch
 from bridge.retry import COMMIT
 from bridge.sources.checkpoint import Checkpointer, Ticket
 from bridge.sources.registry import SourceConnector, SourceResources, register
@@ -122,6 +122,7 @@ class KafkaSource:
         self._consumer: AIOKafkaConsumer | None = None
         self._checkpoints: Checkpointer[TopicPartition, int] = Checkpointer()
         self._commit_wanted = asyncio.Event()
+        self._moved = False  # a mark moved a releasable offset since the last flush
         self._commit_lock = asyncio.Lock()
         self._commit_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -264,11 +265,18 @@ class KafkaSource:
             for record in records:
                 nbytes += max(0, record.serialized_value_size) + (64 * len(record.headers) if record.headers else 0)
 
-        async def ack() -> None:
+        def mark() -> None:
             if checkpoints.done(spans) and checkpoints is self._checkpoints:
-                self._commit_wanted.set()
+                self._moved = True
 
-        return SourceBatch(messages=messages, ack=ack, source=name, nbytes=batch_bytes(nbytes, len(messages)))
+        return SourceBatch(messages=messages, source=name, nbytes=batch_bytes(nbytes, len(messages)),
+                           release=Release(mark, self))
+
+    async def flush(self) -> None:
+        """Have the commit task commit the offsets that marks made ready (``PositionWriter``)."""
+        if self._moved:
+            self._moved = False
+            self._commit_wanted.set()
 
     async def _commit_loop(self) -> None:
         """Commit what acks made ready; never ends before ``stop()``: a failed commit (also a cancellation

@@ -3,13 +3,14 @@
 Several receive loops long-poll the queue concurrently; each non-empty ``ReceiveMessage`` answer becomes one
 ``SourceBatch`` whose messages carry the raw ``Body`` (an EventBridge event, or an SNS notification envelope:
 the normalizer unwraps it) and ``position = "<queue name>#<MessageId>"``; message attributes become headers.
-``ack`` deletes the batch (``DeleteMessageBatch`` in chunks of 10, retrying failed entries; what still fails
-is logged and will be redelivered, which dedup absorbs). Until a batch is settled a heartbeat extends its
-visibility (``ChangeMessageVisibilityBatch``) before it expires, so slow batches are not redelivered to
-competing consumers. ``nack`` (the pipeline gave the batch up) gives it back at once (visibility 0); ``stop``
-releases every batch still unsettled. A batch is settled once: by its ack, its nack or the stop. ``lag()``
-reports the queue's backlog (``ApproximateNumberOfMessages``: visible messages no consumer has received yet),
-polled every ``backlog_poll_seconds``.
+A batch's release (``bridge.model.Release``) marks it settled; ``flush`` (the source is its batches'
+``PositionWriter``) deletes every marked message at once (``DeleteMessageBatch`` in chunks of 10, retrying failed
+entries; what still fails is logged and will be redelivered, which dedup absorbs). Until a batch is settled a
+heartbeat extends its visibility (``ChangeMessageVisibilityBatch``) before it expires, so slow batches are not
+redelivered to competing consumers. ``nack`` (the pipeline gave the batch up) gives it back at once (visibility 0);
+``stop`` releases every batch still unsettled. A batch is settled once: by its ack, its nack or the stop. ``lag()``
+reports the queue's backlog (``ApproximateNumberOfMessages``: visible messages no consumer has received yet), polled
+every ``backlog_poll_seconds``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from bridge.aio import reraise_if_cancelled
 from bridge.limits import MemoryBudget, batch_bytes
-from bridge.model import Probe, RawMessage, SourceBatch
+from bridge.model import Probe, RawMessage, Release, SourceBatch
 from bridge.retry import SQS_DELETE, SQS_RECEIVE
 from bridge.sources.registry import SourceConnector, SourceResources, register
 
@@ -115,6 +116,7 @@ class SqsSource:
         self._client: Any = None
         self._queue: asyncio.Queue[SourceBatch] = asyncio.Queue(maxsize=config.receivers)
         self._inflight: set[_Inflight] = set()
+        self._to_delete: list[str] = []  # receipt handles of batches marked done, deleted by the next flush
         self._receivers: list[asyncio.Task[None]] = []
         self._heartbeat: asyncio.Task[None] | None = None
         self._backlog_task: asyncio.Task[None] | None = None
@@ -261,13 +263,13 @@ class SqsSource:
         inflight = _Inflight(handles=[str(m["ReceiptHandle"]) for m in messages], deadline=deadline)
         self._inflight.add(inflight)
 
-        async def ack() -> None:
-            await self._delete_settled(inflight)
+        def mark() -> None:
+            self._mark_done(inflight)
 
         async def nack() -> None:
             await self._release_settled(inflight)
 
-        return SourceBatch(messages=raw, ack=ack, source=self.name,
+        return SourceBatch(messages=raw, source=self.name, release=Release(mark, self),
                            nbytes=batch_bytes(sum(len(m.body) for m in raw), len(raw)), nack=nack)
 
     def _mark_settled(self, inflight: _Inflight) -> bool:
@@ -278,15 +280,22 @@ class SqsSource:
         self._inflight.discard(inflight)
         return True
 
-    async def _delete_settled(self, inflight: _Inflight) -> None:
+    def _mark_done(self, inflight: _Inflight) -> None:
         if not self._mark_settled(inflight):
             log.warning("sqs.ack_after_release", source=self.name, messages=len(inflight.handles),
                         note="already given back: will be redelivered")
             return
-        if self._client is None:
-            log.warning("sqs.ack_after_stop", source=self.name, messages=len(inflight.handles))
+        self._to_delete.extend(inflight.handles)
+
+    async def flush(self) -> None:
+        """Delete every message of the batches marked done since the last call (``PositionWriter``)."""
+        handles, self._to_delete = self._to_delete, []
+        if not handles:
             return
-        await self._delete(inflight.handles)
+        if self._client is None:
+            log.warning("sqs.ack_after_stop", source=self.name, messages=len(handles))
+            return
+        await self._delete(handles)
 
     async def _release_settled(self, inflight: _Inflight) -> None:
         """Give a batch back to the queue now (visibility 0) instead of deleting it."""

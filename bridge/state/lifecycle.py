@@ -12,9 +12,18 @@ delivery worker publishes a group, ``plan``:
   state topic gets every record not late and not older than the subject's last one, routed or not;
 - rewrites each record's routes accordingly (the state topic is the extra route ``state``).
 
-After the sink confirmed the group, ``settle`` records the new states and sequences (never before: a crash in
-between publishes them again, at least once, like dedup). A store that fails follows ``on_store_error``
-(``bridge.pipeline.dedup.StoreGuard``): ``block`` waits and retries, ``pass`` publishes unchecked (counted).
+With several groups in flight (``sink.max_inflight_groups`` above 1) the next group is planned before the
+previous one is confirmed: the decisions of plans not yet settled are kept in memory (``_pending``) and ``plan``
+reads them over what the store says, so a transition on its way is never decided a second time.
+
+After the sink confirmed the group, ``Plan.settle`` records the new states and sequences (never before: a crash
+in between publishes them again, at least once, like dedup) and drops the plan from ``_pending``; a record
+isolated as unpublishable is not recorded (a plan made meanwhile took it for published). ``Plan.discard`` drops
+a plan that will not be published (an aborted transaction). A store that fails follows ``on_store_error``
+(``bridge.storeguard``): ``block`` waits and retries, ``pass`` publishes unchecked (counted).
+
+This is the pipeline's plug-in (``bridge.pipeline.plugin.GroupPlugin``): the pipeline calls it and never
+imports it.
 """
 
 from __future__ import annotations
@@ -26,12 +35,12 @@ import structlog
 
 from bridge.envelope import CloudEvent
 from bridge.metrics import Metrics
-from bridge.pipeline.dedup import StoreBypassed, StoreGuard
-from bridge.pipeline.records import DeadRecord, Record
-from bridge.pipeline.router import Route
+from bridge.model import Sink
+from bridge.pipeline.plugin import DeadRecord, Record, Route, StateValues
 from bridge.state.attributes import StateSpec
-from bridge.state.config import STATE_ROUTE
+from bridge.state.config import STATE_ROUTE, StateConfig
 from bridge.state.store import Entry, MemoryStateStore, StateKey, StateStore
+from bridge.storeguard import StoreBypassed, StoreGuard
 
 log = structlog.get_logger("bridge.state")
 
@@ -39,22 +48,32 @@ STATE_SCOPE = "@state"
 _NO_VALUE = b""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Plan:
-    """What ``plan`` decided for one group, for ``settle``."""
+    """What ``plan`` decided for one group (a ``GroupPlan``): the kept (record, route, key) checks and the entries
+    to record once the sink confirmed the group."""
 
+    owner: Lifecycle
     kept: list[tuple[Record, Route, StateKey]] = field(default_factory=list)
     writes: dict[StateKey, Entry] = field(default_factory=dict)
+
+    async def settle(self) -> None:
+        await self.owner.settle(self)
+
+    def discard(self) -> None:
+        self.owner.forget(self)
 
 
 class Lifecycle:
     """``changes_only`` routes and the state topic (see the module docstring)."""
 
     def __init__(self, routes: Sequence[Route], store: StateStore, metrics: Metrics, *,
-                 topic: str | None = None, guard: StoreGuard | None = None) -> None:
-        self.store = store
+                 topic: str | None = None, guard: StoreGuard | None = None, config: StateConfig | None = None) -> None:
+        self.state_store = store
         self.metrics = metrics
         self.guard = guard if guard is not None else StoreGuard(what="state store")
+        self.config = config if config is not None else StateConfig(topic=topic)
+        self._pending: dict[StateKey, tuple[Entry, Plan]] = {}  # decisions of plans not yet settled
         self._memory = store if isinstance(store, MemoryStateStore) else None
         self.specs: list[StateSpec] = []
         self._slot: dict[str, int] = {}  # route name -> index of its state value in Record.state
@@ -78,8 +97,25 @@ class Lifecycle:
         """The state topic takes every event, also those no route wants: they must be encoded."""
         return self.state_route is not None
 
+    @property
+    def store(self) -> StoreGuard:
+        """The state store's health (readiness): its guard, shared with dedup when dedup is on."""
+        return self.guard
+
+    @property
+    def pending(self) -> int:
+        """Keys decided by plans not yet settled."""
+        return len(self._pending)
+
+    async def start(self, sink: Sink) -> None:
+        """Create (log-compacted) or check the state topic before anything is published on it."""
+        if self.state_route is not None:
+            from bridge.state.topic import prepare_state_topic
+
+            await prepare_state_topic(sink, self.config)
+
     # -- admission --------------------------------------------------------------------------------------
-    def extract(self, event: CloudEvent, routes: tuple[Route, ...]) -> tuple[str | bytes, ...] | None:
+    def extract(self, event: CloudEvent, routes: tuple[Route, ...]) -> StateValues | None:
         """What a record must keep for the decisions: (subject, state value per spec), or None if nothing."""
         specs = self.specs
         if specs:
@@ -118,7 +154,15 @@ class Lifecycle:
         keys = list({c[2]: None for c in checks})
         found = await self._lookup(keys, len(checks))
         current: dict[StateKey, Entry | None] = dict(zip(keys, found, strict=True))
-        plan = Plan()
+        pending = self._pending
+        if pending:  # decisions on their way (groups planned, not yet confirmed) are newer than the store's
+            for key in keys:
+                mine = pending.get(key)
+                if mine is not None:
+                    stored = current[key]
+                    if stored is None or mine[0][0] >= stored[0]:
+                        current[key] = mine[0]
+        plan = Plan(self)
         kept, writes = plan.kept, plan.writes
         dropped: dict[Record, list[Route]] = {}
         added: list[Record] = []
@@ -153,6 +197,10 @@ class Lifecycle:
             rec.routes = rewrite(rec.routes, tuple(drop), False)
         for name, n in unchanged.items():
             self.metrics.unchanged.labels(name).inc(n)
+        if not writes:
+            return None
+        for key, entry in writes.items():
+            pending[key] = (entry, plan)
         return plan
 
     def _rewrite(self, routes: tuple[Route, ...], drop: tuple[Route, ...], add: bool) -> tuple[Route, ...]:
@@ -170,30 +218,39 @@ class Lifecycle:
         self._rewrites[key] = (routes, out)
         return out
 
-    async def settle(self, plan: Plan | None) -> None:
-        """The group was published: record the states and sequences of what the sink confirmed."""
-        if plan is None or not plan.writes:
-            return
+    async def settle(self, plan: Plan) -> None:
+        """The group was published: record the states and sequences of what the sink confirmed, then drop the
+        plan's decisions from those on their way (the store has them now)."""
         failed = {key for rec, route, key in plan.kept  # isolated and dead-lettered instead (delivery.py)
                   if all(r is not route for r in rec.routes)}
         writes = [(k, seq, value) for k, (seq, value) in plan.writes.items() if k not in failed]
-        if self._memory is not None:
-            self._memory.put_now(writes)
-            return
         try:
-            await self.guard.call(self.store.put, writes)
+            if self._memory is not None:
+                self._memory.put_now(writes)
+            elif writes:
+                await self.guard.call(self.state_store.put, writes)
         except StoreBypassed:
             log.warning("state.states_not_recorded", states=len(writes), detail="the state store is failing",
                         error=self.guard.store_error)
+        finally:
+            self.forget(plan)
+
+    def forget(self, plan: Plan) -> None:
+        """Drop the plan's decisions from those on their way (a later plan's decision for a key stays)."""
+        pending = self._pending
+        for key in plan.writes:
+            mine = pending.get(key)
+            if mine is not None and mine[1] is plan:
+                del pending[key]
 
     async def _lookup(self, keys: list[StateKey], checks: int) -> list[Entry | None]:
         if self._memory is not None:
             return self._memory.get_now(keys)
         try:
-            return await self.guard.call(self.store.get, keys)
+            return await self.guard.call(self.state_store.get, keys)
         except StoreBypassed:
             self.metrics.state_unchecked.inc(checks)
             return [None] * len(keys)
 
     async def close(self) -> None:
-        await self.store.close()
+        await self.state_store.close()

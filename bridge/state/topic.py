@@ -24,6 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from bridge.kafka_common import KafkaClientSettings
+from bridge.model import Sink
 from bridge.state.config import StateConfig
 
 log = structlog.get_logger("bridge.state")
@@ -48,6 +49,16 @@ async def _cleanup_policy(admin: AIOKafkaAdminClient, topic: str) -> str | None:
                 if entry[0] == "cleanup.policy":
                     return str(entry[1])
     return None
+
+
+async def prepare_state_topic(sink: Sink, state: StateConfig) -> str:
+    """``ensure_state_topic`` with the sink's Kafka connection; a sink that is not Kafka (the JSON Lines sink, a
+    test double) has no topic to prepare."""
+    from bridge.sinks.kafka import KafkaSink
+
+    if not isinstance(sink, KafkaSink):
+        return "not a Kafka sink"
+    return await ensure_state_topic(sink.config, state)
 
 
 async def ensure_state_topic(settings: KafkaClientSettings, state: StateConfig) -> str:

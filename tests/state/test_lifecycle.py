@@ -126,7 +126,7 @@ async def test_a_failing_state_store_blocks_or_publishes_unchecked_like_the_dedu
         sink = CapturingSink()
         store = FailingStore()
         p = pipeline(cfg, sink, state_store=store)
-        lifecycle = p.lifecycle
+        lifecycle = p.plugin
         assert isinstance(lifecycle, Lifecycle)
         run = asyncio.create_task(feed(p, job_event("x1", "job-x", 1), job_event("x2", "job-x", 2)))
         if policy == "block":

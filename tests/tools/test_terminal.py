@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from bridge.state.view import table
+from bridge.tools.state_view import table
 from bridge.tools.terminal import Progress, UsageError, age, parse_when
 
 
