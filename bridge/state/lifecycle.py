@@ -13,11 +13,11 @@ delivery worker publishes a group, ``plan``:
 - rewrites each record's routes accordingly (the state topic is the extra route ``state``).
 
 With several groups in flight (``sink.max_inflight_groups`` above 1) the next group is planned before the
-previous one is confirmed: the decisions of plans not yet settled are kept in memory (``_pending``) and ``plan``
-reads them over what the store says, so a transition on its way is never decided a second time.
+previous one is confirmed: the plans not yet settled are kept (``_unsettled``) and ``plan`` reads their decisions
+over what the store says, so a transition on its way is never decided a second time.
 
 After the sink confirmed the group, ``Plan.settle`` records the new states and sequences (never before: a crash
-in between publishes them again, at least once, like dedup) and drops the plan from ``_pending``; a record
+in between publishes them again, at least once, like dedup) and drops the plan from ``_unsettled``; a record
 isolated as unpublishable is not recorded (a plan made meanwhile took it for published). ``Plan.discard`` drops
 a plan that will not be published (an aborted transaction). A store that fails follows ``on_store_error``
 (``bridge.storeguard``): ``block`` waits and retries, ``pass`` publishes unchecked (counted).
@@ -73,7 +73,7 @@ class Lifecycle:
         self.metrics = metrics
         self.guard = guard if guard is not None else StoreGuard(what="state store")
         self.config = config if config is not None else StateConfig(topic=topic)
-        self._pending: dict[StateKey, tuple[Entry, Plan]] = {}  # decisions of plans not yet settled
+        self._unsettled: list[Plan] = []  # plans of groups in flight, oldest first
         self._memory = store if isinstance(store, MemoryStateStore) else None
         self.specs: list[StateSpec] = []
         self._slot: dict[str, int] = {}  # route name -> index of its state value in Record.state
@@ -105,7 +105,7 @@ class Lifecycle:
     @property
     def pending(self) -> int:
         """Keys decided by plans not yet settled."""
-        return len(self._pending)
+        return len({key for plan in self._unsettled for key in plan.writes})
 
     async def start(self, sink: Sink) -> None:
         """Create (log-compacted) or check the state topic before anything is published on it."""
@@ -154,14 +154,9 @@ class Lifecycle:
         keys = list({c[2]: None for c in checks})
         found = await self._lookup(keys, len(checks))
         current: dict[StateKey, Entry | None] = dict(zip(keys, found, strict=True))
-        pending = self._pending
-        if pending:  # decisions on their way (groups planned, not yet confirmed) are newer than the store's
-            for key in keys:
-                mine = pending.get(key)
-                if mine is not None:
-                    stored = current[key]
-                    if stored is None or mine[0][0] >= stored[0]:
-                        current[key] = mine[0]
+        unsettled = self._unsettled
+        if unsettled:  # decisions on their way (groups planned, not yet confirmed) are newer than the store's
+            self._overlay(keys, current)
         plan = Plan(self)
         kept, writes = plan.kept, plan.writes
         dropped: dict[Record, list[Route]] = {}
@@ -199,9 +194,21 @@ class Lifecycle:
             self.metrics.unchanged.labels(name).inc(n)
         if not writes:
             return None
-        for key, entry in writes.items():
-            pending[key] = (entry, plan)
+        unsettled.append(plan)
         return plan
+
+    def _overlay(self, keys: list[StateKey], current: dict[StateKey, Entry | None]) -> None:
+        """Read the decisions of the plans in flight over the store's entries: per key, the latest plan's (a plan
+        writes a key only when its entry is newer than what it saw, so the latest holds the newest)."""
+        unsettled = self._unsettled
+        for key in keys:
+            for plan in reversed(unsettled):
+                mine = plan.writes.get(key)
+                if mine is not None:
+                    stored = current[key]
+                    if stored is None or mine[0] >= stored[0]:
+                        current[key] = mine
+                    break
 
     def _rewrite(self, routes: tuple[Route, ...], drop: tuple[Route, ...], add: bool) -> tuple[Route, ...]:
         """``routes`` without ``drop``, plus the state topic's route if ``add``: one shared tuple per combination
@@ -236,12 +243,12 @@ class Lifecycle:
             self.forget(plan)
 
     def forget(self, plan: Plan) -> None:
-        """Drop the plan's decisions from those on their way (a later plan's decision for a key stays)."""
-        pending = self._pending
-        for key in plan.writes:
-            mine = pending.get(key)
-            if mine is not None and mine[1] is plan:
-                del pending[key]
+        """Drop the plan's decisions from those on their way (a later plan's decisions stay)."""
+        unsettled = self._unsettled
+        for i, known in enumerate(unsettled):
+            if known is plan:
+                del unsettled[i]
+                return
 
     async def _lookup(self, keys: list[StateKey], checks: int) -> list[Entry | None]:
         if self._memory is not None:
