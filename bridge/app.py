@@ -11,12 +11,11 @@ from bridge.metrics import Metrics
 from bridge.model import Sink
 from bridge.pipeline.admission import NormalizeFn, default_normalize
 from bridge.pipeline.core import Pipeline
-from bridge.pipeline.dedup import Deduplicator, DedupStore, MemoryDedupStore
+from bridge.pipeline.dedup import Deduplicator, DedupMetrics, DedupStore, MemoryDedupStore
 from bridge.pipeline.reorder import ReorderBuffer
-from bridge.pipeline.router import Route, RouteFilter, Router
+from bridge.pipeline.router import FilterMetrics, Route, RouteFilter, Router
 from bridge.pipeline.trust import TrustPolicy
-from bridge.state.config import STATE_ROUTE
-from bridge.storeguard import StoreGuard
+from bridge.storeguard import StoreGuard, StoreMetrics
 
 if TYPE_CHECKING:
     from bridge.state.lifecycle import Lifecycle
@@ -32,7 +31,7 @@ def build_router(cfg: BridgeConfig, metrics: Metrics | None = None) -> Router:
         for j, f in enumerate(r.filters):
             matcher = f.compile(f"routes[{i}].filters[{j}]")
             if metrics is not None and isinstance(matcher, CesqlFilter):
-                matcher = matcher.with_error_hook(metrics.filter_error_counter(r.name))
+                matcher = matcher.with_error_hook(FilterMetrics(metrics).error_counter(r.name))
             filters.append(RouteFilter(matcher, f.target))
         routes.append(Route(r.name, r.topic, tuple(filters), tuple(r.state_attributes) if r.changes_only else ()))
     return Router(routes)
@@ -84,9 +83,8 @@ def build_lifecycle(
         store = build_state_store(cfg, dedup.store if dedup is not None else None)
     guard = dedup if dedup is not None else StoreGuard(
         timeout=d.store_timeout_seconds, on_store_error=d.on_store_error,
-        on_store_failure=metrics.dedup_store_errors.inc, what="state store",
+        on_store_failure=StoreMetrics(metrics).errors.inc, what="state store",
     )
-    metrics.prime_state(changes, STATE_ROUTE if s.topic is not None else None)
     return Lifecycle(router.routes, store, metrics, topic=s.topic, guard=guard, config=s)
 
 
@@ -101,8 +99,8 @@ def build_pipeline(cfg: BridgeConfig, sink: Sink, metrics: Metrics | None = None
             store if store is not None else build_dedup_store(cfg, bounds),
             timeout=cfg.dedup.store_timeout_seconds,
             on_store_error=cfg.dedup.on_store_error,
-            on_bypass=metrics.dedup_bypassed.inc,
-            on_store_failure=metrics.dedup_store_errors.inc,
+            on_bypass=DedupMetrics(metrics).bypassed.inc,
+            on_store_failure=StoreMetrics(metrics).errors.inc,
         )
     reorder = None
     if cfg.reorder.enabled:

@@ -1,9 +1,9 @@
 """The bridge configuration: one YAML file validated with pydantic, secrets from environment variables.
 
 ``${VAR}`` and ``${VAR:-default}`` inside string values are replaced from the environment before
-validation. Each connector's config model lives beside its code (``bridge/sources/*.py``, registered in
-``bridge.sources.registry``, which validates a ``sources[]`` entry by its ``type``; ``bridge/sinks/kafka.py``);
-this module assembles them. ``load_config`` raises ``ConfigError`` whose
+validation. Each connector's config model lives beside its code (``bridge/sources/*.py`` and ``bridge/sinks/*.py``,
+registered in ``bridge.sources.registry`` and ``bridge.sinks.registry``, which validate a ``sources[]`` entry and
+the ``sink`` by their ``type``); this module assembles them. ``load_config`` raises ``ConfigError`` whose
 ``errors`` list every problem with its location (``routes[1].filters[0].pattern.detail.status``,
 ``routes[0].filters[0]: cesql: parse error at position 12: ...``).
 """
@@ -32,7 +32,8 @@ from bridge.filters import Filter, FilterError, compile_filter
 from bridge.filters.base import join_path
 from bridge.limits import LimitsConfig
 from bridge.pipeline.trust import TrustConfig
-from bridge.sinks.kafka import KafkaSinkConfig
+from bridge.sinks import registry as sinks
+from bridge.sinks.registry import SinkConfig
 from bridge.sources.registry import SourceConfig, connector
 from bridge.state.attributes import getter
 from bridge.state.config import STATE_ROUTE, StateConfig
@@ -224,8 +225,9 @@ class BridgeConfig(_Strict):
         default_factory=DeadLetterConfig, description="where what cannot be processed goes"
     )
     trust: TrustConfig = Field(default_factory=TrustConfig, description="allow-lists of event origins")
-    sink: KafkaSinkConfig | None = Field(
-        None, description="the Kafka producer; none: bridge run publishes to Kafka on localhost:9092"
+    sink: SinkConfig | None = Field(
+        None, description="where events go, with its type (default kafka: a Kafka producer); none: bridge run "
+        "publishes to Kafka on localhost:9092",
     )
     shutdown: ShutdownConfig = Field(default_factory=ShutdownConfig, description="graceful shutdown")
     readiness: ReadinessConfig = Field(default_factory=ReadinessConfig, description="what /readyz checks")
@@ -275,7 +277,7 @@ class BridgeConfig(_Strict):
         if not self.sources:
             update["sources"] = [connector("kafka").config(type="kafka")]
         if self.sink is None:
-            update["sink"] = KafkaSinkConfig(type="kafka")
+            update["sink"] = sinks.connector("kafka").config(type="kafka")
         return self.model_copy(update=update)
 
 

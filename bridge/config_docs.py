@@ -25,7 +25,7 @@ from bridge.config import (
 )
 from bridge.limits import LimitsConfig
 from bridge.pipeline.trust import TrustConfig, TrustLists
-from bridge.sinks.kafka import KafkaSinkConfig
+from bridge.sinks import registry as sinks
 from bridge.sources.registry import connectors
 from bridge.state.config import StateConfig
 
@@ -35,7 +35,7 @@ _BEFORE_SOURCES: list[Section] = [
     ("http", HttpConfig, "HTTP server for /healthz, /readyz, /metrics."),
     ("log", LogConfig, "Logging."),
 ]
-_AFTER_SOURCES: list[Section] = [
+_BEFORE_SINK: list[Section] = [
     ("dedup", DedupConfig, "Duplicate suppression by (source, id)."),
     ("reorder", ReorderConfig, "Per-subject reorder buffer."),
     ("routes[]", RouteConfig, "Named routes: filters (AND'd) and a destination topic."),
@@ -46,7 +46,8 @@ _AFTER_SOURCES: list[Section] = [
      "sources. No list: every event is accepted. Outside them: dead-lettered as `untrusted source: ...`."),
     ("trust.sources.<name>", TrustLists, "Allow-lists of one source (by `sources[].name`), applied in addition "
      "to the global ones."),
-    ("sink", KafkaSinkConfig, "Kafka producer for routed events and dead letters."),
+]
+_AFTER_SINK: list[Section] = [
     ("shutdown", ShutdownConfig, "Graceful shutdown."),
     ("readiness", ReadinessConfig, "What makes /readyz answer 503 besides disconnected brokers: a stalled "
      "pipeline, a Kafka cluster that does not answer its probe (docs/operations.md)."),
@@ -58,12 +59,16 @@ _AFTER_SOURCES: list[Section] = [
 
 
 def sections() -> list[Section]:
-    """Every documented model in page order; the sources' sections come from the connector registry."""
+    """Every documented model in page order; the sources' and the sinks' sections come from their registries."""
     source_sections: list[Section] = []
     for c in connectors():
         source_sections.append((f"sources[] (type: {c.tag})", c.config, c.summary))
         source_sections.extend((f"sources[].{key} (type: {c.tag})", model, text) for key, model, text in c.docs)
-    return [*_BEFORE_SOURCES, *source_sections, *_AFTER_SOURCES]
+    sink_sections: list[Section] = []
+    for k in sinks.connectors():
+        sink_sections.append((f"sink (type: {k.tag})", k.config, k.summary))
+        sink_sections.extend((f"sink.{key} (type: {k.tag})", model, text) for key, model, text in k.docs)
+    return [*_BEFORE_SOURCES, *source_sections, *_BEFORE_SINK, *sink_sections, *_AFTER_SINK]
 
 
 def _type(field: FieldInfo) -> str:

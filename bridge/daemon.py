@@ -1,14 +1,12 @@
-"""``bridge run``: sources -> pipeline -> Kafka sink, with /healthz, /readyz, /metrics and clean shutdown.
+"""``bridge run``: sources -> pipeline -> sink, wired from the config, until SIGTERM/SIGINT.
 
-Every source runs in its own task, reconnecting with backoff, and feeds one bounded queue; one loop
-drains the queue into the pipeline and releases reorder-buffer deadlines. SIGTERM/SIGINT stop pulling,
-drain the queue, the reorder buffer and the in-flight publishes, release (commit) source positions, and exit
-0, all within ``shutdown.grace_seconds`` whatever is blocked (a hung broker or dedup store): what is not
-delivered by then stays unacknowledged upstream and is redelivered.
-
-/readyz answers 503 with ``reasons`` while the sink or a source is not connected, a publish is failing, the
-dedup store fails (policy ``block``), a Kafka broker does not answer its probe, or the pipeline is stalled
-(``bridge.health``); /healthz answers 200 as long as the process runs.
+The daemon wires the parts (sources and the sink from their registries, the pipeline from ``bridge.app``,
+readiness and the HTTP endpoints from ``bridge.readiness``), pumps the sources and processes their batches, and
+shuts down. Every source runs in its own task, reconnecting with backoff, and feeds one bounded queue; one loop
+drains the queue into the pipeline and releases reorder-buffer deadlines. SIGTERM/SIGINT stop pulling, drain the
+queue, the reorder buffer and the in-flight publishes, release (commit) source positions, and exit 0, all within
+``shutdown.grace_seconds`` whatever is blocked (a hung broker or dedup store): what is not delivered by then stays
+unacknowledged upstream and is redelivered.
 """
 
 from __future__ import annotations
@@ -20,19 +18,19 @@ import signal
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from aiohttp import web
 
 from bridge.aio import reraise_if_cancelled
 from bridge.app import build_dedup_store, build_pipeline, memory_plan
 from bridge.config import BridgeConfig
 from bridge.health import BrokerProbes, ShutdownWatchdog, StallWatch
-from bridge.limits import MemoryBudget, MiB, Plan
+from bridge.limits import BudgetMetrics, MemoryBudget, MiB, Plan
 from bridge.logs import configure, scrub
-from bridge.metrics import Metrics
-from bridge.model import Probe, Sink, Source, SourceBatch
+from bridge.metrics import DEADLETTER_KINDS, Metrics
+from bridge.model import Sink, Source, SourceBatch
 from bridge.pipeline.core import Pipeline
-from bridge.pipeline.dedup import MemoryDedupStore
+from bridge.readiness import HttpServer, Readiness
 from bridge.retry import CONNECT, Retries, pause
+from bridge.sinks import registry as sinks
 from bridge.sources import registry
 from bridge.sources.registry import SourceResources, SourceSettings
 
@@ -49,10 +47,9 @@ def build_source(cfg: SourceSettings, budget: MemoryBudget | None = None, prefet
 
 
 def build_sink(cfg: BridgeConfig) -> Sink:
-    from bridge.sinks.kafka import KafkaSink
-
+    """The sink of the ``sink`` entry (by its connector, ``bridge.sinks.registry``)."""
     assert cfg.sink is not None
-    return KafkaSink(cfg.sink)
+    return sinks.build(cfg.sink)
 
 
 class Daemon:
@@ -64,9 +61,10 @@ class Daemon:
         self.cfg = cfg
         self.metrics = Metrics()
         self.plan: Plan = memory_plan(cfg)
-        self.budget = MemoryBudget(self.plan.held_bytes, on_pause=self.metrics.source_pauses.inc)
-        self.metrics.memory_budget.set(self.plan.held_bytes)
-        self.metrics.memory_limit.set(self.plan.memory_mb * MiB)
+        budget_metrics = BudgetMetrics(self.metrics)
+        self.budget = MemoryBudget(self.plan.held_bytes, on_pause=budget_metrics.source_pauses.inc)
+        budget_metrics.memory_budget.set(self.plan.held_bytes)
+        budget_metrics.memory_limit.set(self.plan.memory_mb * MiB)
         if sources is None:
             share = self.plan.source_bytes // max(1, len(cfg.sources))
             sources = [build_source(s, self.budget, share) for s in cfg.sources]
@@ -75,136 +73,26 @@ class Daemon:
         self.store = build_dedup_store(cfg, self.plan) if cfg.dedup.enabled else None
         self.pipeline: Pipeline = build_pipeline(cfg, self.sink, self.metrics, self.store, self.budget,
                                                  state_store=state_store)
-        self.metrics.prime([s.name for s in self.sources], [r.name for r in cfg.routes],
-                           cfg.reorder.late_policy if cfg.reorder.enabled else None)
         self.queue: asyncio.Queue[SourceBatch | None] = asyncio.Queue(maxsize=8)
         self.stopping = asyncio.Event()
-        self.http_port: int | None = None
-        self._runner: web.AppRunner | None = None
         self._admitting = False  # the processor is inside pipeline.submit (e.g. waiting for the dedup store)
         r = cfg.readiness
-        self.stall = StallWatch(r.stall_seconds)
         self.probes = BrokerProbes(r.probe_interval_seconds, r.probe_timeout_seconds)
+        self.readiness = Readiness(self.sink, self.sources, self.pipeline, self.metrics, pending=self.pending,
+                                   stopping=self.stopping, stall=StallWatch(r.stall_seconds), probes=self.probes)
+        self.http = HttpServer(self.readiness, self.metrics, cfg.http.host, cfg.http.port)
+        self.metrics.prime(source=[s.name for s in self.sources], route=[r.name for r in cfg.routes],
+                           kind=DEADLETTER_KINDS, policy=[cfg.reorder.late_policy] if cfg.reorder.enabled else [])
         self._watchdog = watchdog
-        self._was_ready: bool | None = None
 
-    # -- readiness -------------------------------------------------------------------------------
+    @property
+    def http_port(self) -> int | None:
+        """The port /healthz, /readyz and /metrics listen on, once started."""
+        return self.http.port
+
     def pending(self) -> bool:
         """Whether the pipeline has work it has not finished: events in flight, batches queued or being admitted."""
         return self.pipeline.inflight > 0 or self.queue.qsize() > 0 or self._admitting
-
-    def not_ready_reasons(self) -> list[str]:
-        """Why /readyz answers 503 (empty: ready)."""
-        reasons: list[str] = []
-        if self.stopping.is_set():
-            reasons.append("stopping")
-        if not self.sink.ready:
-            reasons.append("sink: not connected")
-        if self.pipeline.publish_failing:
-            reasons.append("sink: publish failing (retrying)")
-        for s in self.sources:
-            if not s.ready:
-                reasons.append(f"source {s.name}: not connected")
-        dedup = self.pipeline.dedup
-        if dedup is not None and dedup.store_error is not None and dedup.on_store_error == "block":
-            reasons.append(f"dedup store: {dedup.store_error} (retrying; the pipeline waits)")
-        state = self.pipeline.plugin.store if self.pipeline.plugin is not None else None
-        if state is not None and state is not dedup and state.store_error and state.on_store_error == "block":
-            reasons.append(f"state store: {state.store_error} (retrying; the pipeline waits)")
-        for name, error in sorted(self.probes.errors.items()):
-            reasons.append(f"{name}: broker unreachable: {error}")
-        if self.stall.observe(self.pending(), self.pipeline.last_progress):
-            reasons.append(f"pipeline stalled: work pending and no progress for {self.stall.age:.0f} s")
-        return reasons
-
-    def ready(self) -> bool:
-        return not self.not_ready_reasons()
-
-    def readiness(self) -> dict[str, Any]:
-        """The /readyz body."""
-        reasons = self.not_ready_reasons()
-        dedup = self.pipeline.dedup
-        body: dict[str, Any] = {
-            "ready": not reasons,
-            "sink": self.sink.ready and not self.pipeline.publish_failing and "sink" not in self.probes.errors,
-            "sources": {s.name: s.ready and f"source {s.name}" not in self.probes.errors for s in self.sources},
-            "stalled": self.stall.stalled,
-            "seconds_since_progress": round(self.stall.age, 1),
-        }
-        if dedup is not None:
-            body["dedup"] = {"ok": dedup.store_error is None, "on_store_error": dedup.on_store_error}
-            if dedup.store_error is not None:
-                body["dedup"]["error"] = dedup.store_error
-        if reasons:
-            body["reasons"] = reasons
-        return body
-
-    def _probe_targets(self) -> dict[str, Probe | None]:
-        targets: dict[str, Probe | None] = {"sink": self.sink.probe()}
-        for s in self.sources:
-            targets[f"source {s.name}"] = s.probe()
-        return targets
-
-    async def _watch(self, every: float = 1.0) -> None:
-        """Refresh the readiness gauges each second and log every readiness change with its reasons."""
-        while True:
-            body = self.readiness()
-            self._refresh_gauges(body)
-            if body["ready"] != self._was_ready:
-                if body["ready"]:
-                    log.info("daemon.ready")
-                elif self._was_ready is not None:
-                    log.warning("daemon.not_ready", reasons=body.get("reasons", []))
-                self._was_ready = body["ready"]
-            await asyncio.sleep(every)
-
-    # -- HTTP ------------------------------------------------------------------------------------
-    async def _start_http(self) -> None:
-        app = web.Application()
-
-        async def healthz(_: web.Request) -> web.Response:
-            return web.json_response({"status": "alive"})
-
-        async def readyz(_: web.Request) -> web.Response:
-            body = self.readiness()
-            return web.json_response(body, status=200 if body["ready"] else 503)
-
-        async def metrics(_: web.Request) -> web.Response:
-            self._refresh_gauges(self.readiness())
-            return web.Response(body=self.metrics.render(), content_type="text/plain",
-                                headers={"X-Content-Type-Options": "nosniff"})
-
-        app.router.add_get("/healthz", healthz)
-        app.router.add_get("/readyz", readyz)
-        app.router.add_get("/metrics", metrics)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.cfg.http.host, self.cfg.http.port)
-        await site.start()
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self.http_port = sockets[0].getsockname()[1] if sockets else self.cfg.http.port
-        log.info("daemon.http_listening", host=self.cfg.http.host, port=self.http_port)
-
-    def _refresh_gauges(self, readiness: dict[str, Any]) -> None:
-        m = self.metrics
-        for s in self.sources:
-            m.source_up.labels(s.name).set(1 if s.ready else 0)
-            try:
-                for part, value in s.lag().items():
-                    m.consumer_lag.labels(s.name, str(part)).set(value)
-            except Exception as exc:
-                log.debug("daemon.lag_unavailable", source=s.name, error=str(exc))
-        if isinstance(self.store, MemoryDedupStore):
-            m.dedup_entries.set(len(self.store))
-        elif self.pipeline.dedup is not None:
-            m.dedup_store_up.set(0 if self.pipeline.dedup.store_error is not None else 1)
-        for name, probe in self._probe_targets().items():
-            if probe is not None:
-                m.broker_up.labels(name).set(0 if name in self.probes.errors else 1)
-        m.ready.set(1 if readiness["ready"] else 0)
-        m.stalled.set(1 if readiness["stalled"] else 0)
-        m.progress_age.set(readiness["seconds_since_progress"])
 
     # -- connections -----------------------------------------------------------------------------
     async def _with_backoff(self, what: str, fn: Any, retries: Retries | None = None) -> bool:
@@ -280,9 +168,9 @@ class Daemon:
             log.warning("daemon.trust_not_configured",
                         detail="events are accepted from every workspace, account and source",
                         hint="set trust.azure_workspaces / aws_accounts / aws_regions / event_sources")
-        await self._start_http()
-        watch = asyncio.create_task(self._watch(), name="readiness")
-        probes = asyncio.create_task(self.probes.run(self._probe_targets, self.stopping), name="probes")
+        await self.http.start()
+        watch = asyncio.create_task(self.readiness.watch(), name="readiness")
+        probes = asyncio.create_task(self.probes.run(self.readiness.probe_targets, self.stopping), name="probes")
         if not await self._with_backoff("sink", self.sink.start):  # stopped while still connecting
             await self._close_connections(loop.time() + self.cfg.shutdown.grace_seconds, watch, probes)
             log.info("daemon.stopped", exit_code=0)
@@ -347,7 +235,7 @@ class Daemon:
         for what, stop in steps:
             await _bounded(stop(), max(0.1, deadline - loop.time()), f"stopping {what}")
         await _bounded(asyncio.gather(*tasks, return_exceptions=True), max(0.1, deadline - loop.time()), "monitors")
-        await _bounded(self._shutdown_http(), max(0.1, deadline - loop.time()), "http")
+        await _bounded(self.http.stop(), max(0.1, deadline - loop.time()), "http")
 
     def request_stop(self) -> None:
         if not self.stopping.is_set():
@@ -356,11 +244,6 @@ class Daemon:
             if self._watchdog is not None:  # the last resort, just before the grace period ends
                 grace = self.cfg.shutdown.grace_seconds
                 self._watchdog.arm(grace - min(0.3, grace * 0.05))
-
-    async def _shutdown_http(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
 
 def _take_all(queue: asyncio.Queue[SourceBatch | None]) -> list[SourceBatch | None]:

@@ -25,6 +25,8 @@ from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bridge.metrics import MetricGroup, Metrics
+
 MiB: Final = 1024 * 1024
 DEFAULT_MEMORY_MB: Final = 512
 RESERVE_FRACTION: Final = 0.40
@@ -121,6 +123,19 @@ def plan(cfg: LimitsConfig, cgroup_root: Path = Path("/sys/fs/cgroup"),
     if limit is not None:
         return Plan(max(192, limit // MiB), "cgroup")
     return Plan(DEFAULT_MEMORY_MB, "default")
+
+
+class BudgetMetrics(MetricGroup):
+    """What the memory budget writes (its size, and through ``on_pause`` the sources' pauses)."""
+
+    def __init__(self, m: Metrics) -> None:
+        super().__init__(m)
+        self.memory_budget = m.gauge("bridge_memory_budget_bytes",
+                                     "The held-bytes budget (from limits.memory_mb); sources pause at it")
+        self.memory_limit = m.gauge("bridge_memory_limit_bytes",
+                                    "limits.memory_mb (configured, from the cgroup, or the default) in bytes")
+        self.source_pauses = m.counter("bridge_source_pauses",
+                                       "Times the sources stopped fetching because the memory budget was full")
 
 
 class MemoryBudget:

@@ -19,6 +19,7 @@ from typing import Literal, Protocol, TypeVar
 
 import structlog
 
+from bridge.metrics import MetricGroup, Metrics
 from bridge.retry import DEDUP_STORE, Backoff
 
 log = structlog.get_logger("bridge.dedup")
@@ -30,6 +31,14 @@ OnStoreError = Literal["block", "pass"]
 
 class StoreBypassed(Exception):
     """The store is failing and ``on_store_error`` is ``pass``: the call was skipped."""
+
+
+class StoreMetrics(MetricGroup):
+    """What a guard writes (through its ``on_store_failure``): the failed calls of the dedup and state stores."""
+
+    def __init__(self, m: Metrics) -> None:
+        super().__init__(m)
+        self.errors = m.counter("bridge_dedup_store_errors", "Failed or timed-out dedup store calls")
 
 
 class StoreHealth(Protocol):

@@ -383,6 +383,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--broker", choices=["auto", "kafka", "tansu"], default="auto",
                    help="Kafka broker: Apache Kafka (kafka), tansu, or Apache Kafka where a JDK is found (auto)")
     args = p.parse_args(argv)
+    from bridge.logs import configure
+
+    configure("info", "console")  # the test servers' debug lines (Event Hubs frames, enqueues) are not the show
     return asyncio.run(run_stack(Path(args.workdir), args.timeout, args.broker))
 
 

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_local_stack_routes_every_unique_corpus_event_and_stops_cleanly(tmp_path: Path) -> None:
     """`python -m testbed.stack` (what `make stack` runs) exits 0 having routed every unique event, shows the
     current state of every subject with `bridge state` (the state topic the bridge created) and stopped the
-    bridge with SIGTERM."""
+    bridge with SIGTERM, without the test servers' debug lines in its output."""
     res = subprocess.run(
         [sys.executable, "-m", "testbed.stack", "--workdir", str(tmp_path)],
         capture_output=True,
@@ -29,3 +29,5 @@ def test_local_stack_routes_every_unique_corpus_event_and_stops_cleanly(tmp_path
     table = out.split("== bridge state --config", 1)[1]
     assert "SUBJECT" in table and "STATUS" in table and "training-job/kmeans-1" in table
     assert "experiments/" in table and " subjects on ml.state" in table
+    shown = out + res.stderr
+    assert "[debug" not in shown and "eventhubs_server.enqueued" not in shown

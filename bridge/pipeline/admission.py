@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from bridge.envelope import CloudEvent
-from bridge.metrics import Metrics
+from bridge.metrics import DEADLETTERED, MetricGroup, Metrics
 from bridge.model import DeadLetter, Encoder, RawMessage, SourceBatch
 from bridge.pipeline.dedup import FRESH, INFLIGHT, SEEN, DedupCode, Deduplicator
 from bridge.pipeline.plugin import GroupPlugin
@@ -47,6 +47,22 @@ def _describe(exc: BaseException) -> str:
     if len(text) > 500:
         text = text[:497] + "..."
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class AdmissionMetrics(MetricGroup):
+    """What admission writes."""
+
+    def __init__(self, m: Metrics) -> None:
+        super().__init__(m)
+        self.messages_in = m.counter("bridge_messages_in", "Raw messages received, per source", ["source"])
+        self.events_in = m.counter("bridge_events_in", "Events normalized from received messages, per source",
+                                   ["source"])
+        self.duplicates = m.counter("bridge_duplicates_dropped", "Duplicate events dropped, per source", ["source"])
+        self.unrouted = m.counter("bridge_events_unrouted", "Events that matched no route (dropped), per source",
+                                  ["source"])
+        self.untrusted = m.counter("bridge_untrusted",
+                                   "Events outside the trust allow-lists (dead-lettered), per source", ["source"])
+        self.deadlettered = m.counter_of(DEADLETTERED)
 
 
 @dataclass(slots=True)
@@ -77,7 +93,7 @@ class Admission:
         self.router = router
         self.encoder = encoder
         self.settlement = settlement
-        self.metrics = metrics
+        self.metrics = AdmissionMetrics(metrics)
         self.deadletter_topic = deadletter_topic
         self.dedup = dedup
         self._normalize = normalize

@@ -27,7 +27,7 @@ from typing import Literal
 import structlog
 
 from bridge.limits import MemoryBudget
-from bridge.metrics import Metrics
+from bridge.metrics import DEADLETTERED, MetricGroup, Metrics
 from bridge.model import DeadLetter, Sink, SourceBatch
 from bridge.pipeline.admission import Admission, NormalizeFn, default_normalize
 from bridge.pipeline.dedup import Deduplicator
@@ -44,6 +44,22 @@ log = structlog.get_logger("bridge.pipeline")
 
 LatePolicy = Literal["emit", "drop", "deadletter"]
 DEFAULT_OUTBOX_BYTES = 64 * 1024 * 1024
+
+
+class PipelineMetrics(MetricGroup):
+    """What the pipeline itself writes: ordering (late events, early releases) and the held-work gauges."""
+
+    def __init__(self, m: Metrics) -> None:
+        super().__init__(m)
+        self.late = m.counter("bridge_late_events", "Late events, per late policy", ["policy"])
+        self.reorder_early = m.counter("bridge_reorder_early_flushes",
+                                       "Events released early because the buffer was full")
+        self.reorder_events = m.gauge("bridge_reorder_buffer_events", "Events held in the reorder buffer")
+        self.reorder_subjects = m.gauge("bridge_reorder_buffer_subjects", "Subjects with events in the reorder buffer")
+        self.inflight = m.gauge("bridge_inflight_events", "Events accepted and not yet settled")
+        self.held_bytes = m.gauge("bridge_held_bytes", "Bytes of events held, per stage (source: fetched, not yet "
+                                  "admitted; reorder; delivery: outbox and in-flight publishes)", ["stage"])
+        self.deadlettered = m.counter_of(DEADLETTERED)
 
 
 class Pipeline:
@@ -76,6 +92,7 @@ class Pipeline:
         self.reorder = reorder
         self.late_policy = late_policy
         self.metrics = metrics if metrics is not None else Metrics()
+        self.stats = PipelineMetrics(self.metrics)
         self.budget = budget
         self._clock = clock
         self.encoder = sink.encoder
@@ -174,7 +191,7 @@ class Pipeline:
         if self.reorder is not None:
             early, late = self.reorder.push(records, now)
             if early:
-                self.metrics.reorder_early.inc(len(early))
+                self.stats.reorder_early.inc(len(early))
             ready: list[Record | DeadRecord] = [*early, *self.reorder.expire(now)]
             if late:
                 ready.extend(self._apply_late_policy(late))
@@ -200,7 +217,7 @@ class Pipeline:
         self.delivery.queue(ready)
 
     def _apply_late_policy(self, late: list[Record]) -> list[Record | DeadRecord]:
-        self.metrics.late.labels(self.late_policy).inc(len(late))
+        self.stats.late.labels(self.late_policy).inc(len(late))
         if self.late_policy == "emit":
             for rec in late:
                 rec.late = True
@@ -218,11 +235,11 @@ class Pipeline:
             dl = DeadLetter(self.deadletter_topic, reason, body, source, "")
             dead.append(DeadRecord(self.encoder.dead_letter(dl, rec), rec.tracker, "late", rec.dkey))
         self.settlement.became_dead_letters(late)
-        self.metrics.deadlettered.labels("late").inc(len(dead))
+        self.stats.deadlettered.labels("late").inc(len(dead))
         return dead
 
     def _update_gauges(self) -> None:
-        m = self.metrics
+        m = self.stats
         if self.reorder is not None:
             m.reorder_events.set(self.reorder.size)
             m.reorder_subjects.set(self.reorder.subjects)

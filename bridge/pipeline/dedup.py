@@ -20,6 +20,7 @@ from typing import Protocol
 
 import structlog
 
+from bridge.metrics import MetricGroup, Metrics
 from bridge.retry import DEDUP_STORE, Backoff
 from bridge.storeguard import OnStoreError, StoreBypassed, StoreGuard
 
@@ -139,6 +140,15 @@ class MemoryDedupStore:
 
     async def close(self) -> None:
         return None
+
+
+class DedupMetrics(MetricGroup):
+    """What dedup writes (through ``Deduplicator``'s ``on_bypass``)."""
+
+    def __init__(self, m: Metrics) -> None:
+        super().__init__(m)
+        self.bypassed = m.counter("bridge_dedup_bypassed", "Events published without a dedup check because the store "
+                                  "failed (dedup.on_store_error: pass)")
 
 
 class Deduplicator(StoreGuard):

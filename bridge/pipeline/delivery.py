@@ -28,7 +28,7 @@ import structlog
 
 from bridge import logs
 from bridge.aio import completed, reraise_if_cancelled
-from bridge.metrics import Metrics
+from bridge.metrics import DEADLETTERED, EVENTS_OUT, MetricGroup, Metrics
 from bridge.model import DeadLetter, Encoder, OutRecord, PublishError, Sink
 from bridge.pipeline.plugin import GroupPlan, GroupPlugin
 from bridge.pipeline.records import DeadRecord, Record
@@ -38,6 +38,22 @@ from bridge.retry import PUBLISH, Backoff
 log = structlog.get_logger("bridge.pipeline")
 
 Entry = Record | DeadRecord
+
+
+class DeliveryMetrics(MetricGroup):
+    """What delivery writes."""
+
+    def __init__(self, m: Metrics) -> None:
+        super().__init__(m)
+        self.events_out = m.counter_of(EVENTS_OUT)
+        self.publish_errors = m.counter("bridge_publish_errors", "Failed publish attempts (retried)")
+        self.publish_latency = m.histogram("bridge_publish_latency_seconds",
+                                           "Time to publish a group of records and get broker confirmation")
+        self.e2e_latency = m.histogram("bridge_event_latency_seconds",
+                                       "From receipt of a message to confirmed publish of its event")
+        self.undeliverable = m.counter("bridge_undeliverable",
+                                       "Dead letters that the dead-letter topic itself refused (logged, dropped)")
+        self.deadlettered = m.counter_of(DEADLETTERED)
 
 
 @dataclass(slots=True, eq=False)
@@ -75,7 +91,7 @@ class Delivery:
         self.sink = sink
         self.encoder = encoder
         self.settlement = settlement
-        self.metrics = metrics
+        self.metrics = DeliveryMetrics(metrics)
         self.deadletter_topic = deadletter_topic
         self.max_bytes = max_bytes
         self.max_group_bytes = max(256 * 1024, max_bytes // 8)  # one group's share of the outbox bound

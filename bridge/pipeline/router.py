@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from bridge.envelope import CloudEvent
 from bridge.filters.base import Filter
+from bridge.filters.cesql import GENERIC, RUNTIME_KINDS
+from bridge.metrics import MetricGroup, Metrics
 
 Target = Literal["canonical", "original"]
 
@@ -27,6 +29,26 @@ class Route:
     filters: tuple[RouteFilter, ...] = ()
     changes: tuple[str, ...] = ()
     """``changes_only``: the attributes defining the state (``bridge.state``); empty: every event."""
+
+
+class FilterMetrics(MetricGroup):
+    """What the routes' filters write: CESQL evaluation errors, per route and error kind."""
+
+    def __init__(self, m: Metrics) -> None:
+        super().__init__(m)
+        self.filter_errors = m.counter(
+            "bridge_filter_errors", "CESQL filter evaluations that ended in an error (the event did not match the "
+            "route), per route and CESQL error kind", ["route", "kind"])
+
+    def error_counter(self, route: str) -> Callable[[str], None]:
+        """What a route's CESQL filter calls with the kind of each evaluation error; exports the route's series of
+        every kind at 0."""
+        children = {kind: self.filter_errors.labels(route, kind) for kind in RUNTIME_KINDS}
+
+        def count(kind: str) -> None:
+            children.get(kind, children[GENERIC]).inc()
+
+        return count
 
 
 class Router:

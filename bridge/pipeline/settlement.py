@@ -37,13 +37,24 @@ from typing import Any
 
 import structlog
 
-from bridge.metrics import Metrics
+from bridge.metrics import MetricGroup, Metrics
 from bridge.model import AckFn, PositionWriter, SourceBatch
 from bridge.pipeline.dedup import DedupKey, Deduplicator
 from bridge.pipeline.plugin import GroupPlan
 from bridge.pipeline.records import DeadRecord, Record, Tracker
 
 log = structlog.get_logger("bridge.pipeline")
+
+
+class SettlementMetrics(MetricGroup):
+    """What settlement writes."""
+
+    def __init__(self, m: Metrics) -> None:
+        super().__init__(m)
+        self.batches_acked = m.counter("bridge_batches_acked", "Source batches released upstream, per source",
+                                       ["source"])
+        self.ack_errors = m.counter("bridge_ack_errors", "Source position releases that failed, per source",
+                                    ["source"])
 
 
 class Settlement:
@@ -53,7 +64,7 @@ class Settlement:
         self, dedup: Deduplicator | None, metrics: Metrics, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.dedup = dedup
-        self.metrics = metrics
+        self.metrics = SettlementMetrics(metrics)
         self._clock = clock
         self._waiting: dict[DedupKey, list[Tracker]] = {}  # duplicates of in-flight events, per key
         self._nacks: dict[Tracker, AckFn] = {}  # batches not yet done whose source wants a nack if given up

@@ -1,5 +1,5 @@
-"""JSON Lines sink used by ``bridge replay``: one line per published record (docs/design.md,
-"Command line").
+"""JSON Lines sink: one line per published record (docs/design.md, "Command line"); what ``bridge replay`` writes,
+and a sink of ``bridge run`` (``sink: {type: jsonl, path: FILE}``) for trying routes without a broker.
 
 Routed events: ``{"route": NAME, "topic": TOPIC, "key": KEY, "event": <canonical CloudEvent>}``; dead letters:
 ``{"route": "deadletter", "topic": TOPIC, "error": REASON, "input": <raw line>}``. Events are encoded once, at
@@ -8,14 +8,17 @@ admission, in CloudEvents structured mode; the line embeds those bytes unchanged
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Sequence
-from typing import IO
+from typing import IO, Literal
 
 import orjson
+from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.aio import completed
 from bridge.model import OutRecord, Probe
 from bridge.sinks.encoding import DEADLETTER_ROUTE, StructuredEncoder
+from bridge.sinks.registry import SinkConnector, register
 
 UNLIMITED = 1 << 40
 
@@ -33,13 +36,36 @@ def record_line(rec: OutRecord) -> bytes:
     return orjson.dumps({"route": rec.route, "topic": rec.topic, "key": key, "event": orjson.Fragment(rec.value)})
 
 
+class JsonlSinkConfig(BaseModel):
+    """Configuration of the JSON Lines sink."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["jsonl"] = Field(description="sink type")
+    name: str = Field("jsonl", description="sink name (logs)")
+    path: str = Field("-", description="file the lines are appended to; - is standard output")
+
+    @property
+    def max_inflight_groups(self) -> int:
+        """Lines are written at once: one group at a time."""
+        return 1
+
+
 class JsonlSink:
     """Writes each record as one JSON line to a binary stream."""
 
-    def __init__(self, stream: IO[bytes]) -> None:
+    def __init__(self, stream: IO[bytes], owns_stream: bool = False) -> None:
         self.stream = stream
         self.count = 0
+        self._owns = owns_stream
         self._encoder = StructuredEncoder(UNLIMITED)
+
+    @classmethod
+    def open(cls, config: JsonlSinkConfig) -> JsonlSink:
+        """The sink of a ``sink: {type: jsonl}`` entry: standard output, or the file appended to."""
+        if config.path == "-":
+            return cls(sys.stdout.buffer)
+        return cls(open(config.path, "ab"), owns_stream=True)
 
     @property
     def encoder(self) -> StructuredEncoder:
@@ -67,4 +93,17 @@ class JsonlSink:
         return completed()
 
     async def stop(self) -> None:
+        if self.stream.closed:
+            return
         self.stream.flush()
+        if self._owns:
+            self.stream.close()
+
+
+CONNECTOR = register(SinkConnector(
+    tag="jsonl",
+    config=JsonlSinkConfig,
+    build=JsonlSink.open,
+    summary="JSON Lines: one line per published record (the format of `bridge replay`), to a file or standard "
+    "output; no broker needed.",
+))

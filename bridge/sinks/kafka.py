@@ -42,6 +42,7 @@ from bridge.sinks.encoding import (
     decode_record,
     encoder_for,
 )
+from bridge.sinks.registry import SinkConnector, register
 
 __all__ = [
     "STRUCTURED_CONTENT_TYPE",
@@ -300,3 +301,11 @@ class KafkaSink:
                 partition = _partitioner(key, partitions, available) if key is not None else sticky
                 groups.setdefault((topic, partition), []).append(record)
         return groups
+
+
+CONNECTOR = register(SinkConnector(
+    tag="kafka",
+    config=KafkaSinkConfig,
+    build=KafkaSink,
+    summary="Kafka producer for routed events and dead letters (the sink of `bridge run` when `type` is not given).",
+))

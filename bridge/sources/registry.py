@@ -2,7 +2,8 @@
 
 Each connector module declares, beside its code, one ``SourceConnector``: its ``type`` tag (the ``type:`` of a
 ``sources[]`` entry), its config model, its factory, and the text of its docs sections, and registers it with
-``register`` when imported. Everything else comes from here:
+``register`` when imported. Everything else comes from here (the mechanism is ``bridge.connectors.Registry``,
+shared with the sinks' registry):
 
 - the config: ``SourceConfig`` validates a ``sources[]`` entry with the model its ``type`` names (errors keep
   their location, ``sources[1].queue_url``), so ``bridge.config`` names no connector;
@@ -16,16 +17,13 @@ being named anywhere else; a module that is not a connector (``checkpoint``) sim
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Generic, Protocol, TypeVar
 
-from pydantic import BaseModel, GetCoreSchemaHandler
-from pydantic_core import PydanticCustomError, core_schema
+from pydantic import BaseModel
 
+from bridge.connectors import Registry
 from bridge.limits import MemoryBudget
 from bridge.model import Source
 
@@ -65,55 +63,13 @@ class SourceConnector(Generic[C]):
     docs: tuple[tuple[str, type[BaseModel], str], ...] = field(default=())
 
 
-_REGISTRY: dict[str, SourceConnector[Any]] = {}
-_discovered = False
+_REGISTRY: Registry[SourceConnector[Any]] = Registry("source", "bridge.sources")
 
 
-def register(connector: SourceConnector[C]) -> SourceConnector[C]:
-    """Add ``connector``; refuses a tag taken by another connector and a config model that does not carry it."""
-    fields = connector.config.model_fields
-    tag_field = fields.get("type")
-    if tag_field is None or typing.get_args(tag_field.annotation) != (connector.tag,):
-        raise ValueError(f"source connector {connector.tag!r}: its config model {connector.config.__name__} needs "
-                         f"a field `type: Literal[{connector.tag!r}]`")
-    if "name" not in fields:
-        raise ValueError(f"source connector {connector.tag!r}: its config model needs a `name` field")
-    known = _REGISTRY.get(connector.tag)
-    if known is not None and known is not connector:
-        raise ValueError(f"source type {connector.tag!r} is already registered by {known.config.__module__}")
-    _REGISTRY[connector.tag] = connector
-    return connector
-
-
-def unregister(tag: str) -> None:
-    """Remove a connector (tests that register one of their own)."""
-    _REGISTRY.pop(tag, None)
-
-
-def _discover() -> None:
-    """Import every module of ``bridge.sources`` once: connector modules register themselves."""
-    global _discovered
-    if _discovered:
-        return
-    _discovered = True
-    import bridge.sources as package
-
-    for module in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{package.__name__}.{module.name}")
-
-
-def connectors() -> list[SourceConnector[Any]]:
-    """Every registered connector, by tag (whatever order their modules were imported in)."""
-    _discover()
-    return [_REGISTRY[tag] for tag in sorted(_REGISTRY)]
-
-
-def connector(tag: str) -> SourceConnector[Any]:
-    _discover()
-    found = _REGISTRY.get(tag)
-    if found is None:
-        raise KeyError(f"unknown source type {tag!r} (known: {', '.join(sorted(_REGISTRY))})")
-    return found
+register = _REGISTRY.register
+unregister = _REGISTRY.unregister
+connectors = _REGISTRY.connectors
+connector = _REGISTRY.connector
 
 
 def build(config: SourceSettings, resources: SourceResources | None = None) -> Source:
@@ -121,31 +77,5 @@ def build(config: SourceSettings, resources: SourceResources | None = None) -> S
     return connector(config.type).build(config, resources or SourceResources())
 
 
-def _validate(value: Any) -> Any:
-    _discover()
-    models = tuple(c.config for c in _REGISTRY.values())
-    if isinstance(value, models):
-        return value
-    known = ", ".join(sorted(_REGISTRY))
-    if not isinstance(value, Mapping):
-        raise PydanticCustomError("source", f"a source must be a mapping with a type ({known}), not "
-                                  f"{type(value).__name__}")
-    tag = value.get("type")
-    if tag is None:
-        raise PydanticCustomError("source_type", f"give the source's type: one of {known}")
-    found = _REGISTRY.get(tag) if isinstance(tag, str) else None
-    if found is None:
-        raise PydanticCustomError("source_type", f"unknown source type {tag!r}: expected one of {known}")
-    return found.config.model_validate(value)
-
-
-class _Registered:
-    """Pydantic hook: a ``sources[]`` entry is validated by the model of the connector its ``type`` names."""
-
-    @classmethod
-    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
-        return core_schema.no_info_plain_validator_function(_validate)
-
-
-SourceConfig = Annotated[SourceSettings, _Registered]
+SourceConfig = Annotated[SourceSettings, _REGISTRY]
 """The type of a ``sources[]`` entry in ``BridgeConfig``: any registered connector's config."""

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from bridge.envelope import CloudEvent
-from bridge.metrics import Metrics
+from bridge.metrics import EVENTS_OUT, MetricGroup, Metrics
 from bridge.model import Sink
 from bridge.pipeline.plugin import DeadRecord, Record, Route, StateValues
 from bridge.state.attributes import StateSpec
@@ -46,6 +46,20 @@ log = structlog.get_logger("bridge.state")
 
 STATE_SCOPE = "@state"
 _NO_VALUE = b""
+
+
+class LifecycleMetrics(MetricGroup):
+    """What ``changes_only`` routes and the state topic write."""
+
+    def __init__(self, m: Metrics) -> None:
+        super().__init__(m)
+        self.unchanged = m.counter(
+            "bridge_events_unchanged", "Events a changes_only route did not publish: same state as the last one it "
+            "published for the subject, or late, per route", ["route"], prime=False)
+        self.state_unchecked = m.counter(
+            "bridge_state_unchecked", "State decisions (changes_only routes, state topic) made without the state "
+            "store because it failed (dedup.on_store_error: pass): published as changes")
+        self.events_out = m.counter_of(EVENTS_OUT)
 
 
 @dataclass(slots=True, eq=False)
@@ -70,7 +84,7 @@ class Lifecycle:
     def __init__(self, routes: Sequence[Route], store: StateStore, metrics: Metrics, *,
                  topic: str | None = None, guard: StoreGuard | None = None, config: StateConfig | None = None) -> None:
         self.state_store = store
-        self.metrics = metrics
+        self.metrics = LifecycleMetrics(metrics)
         self.guard = guard if guard is not None else StoreGuard(what="state store")
         self.config = config if config is not None else StateConfig(topic=topic)
         self._unsettled: list[Plan] = []  # plans of groups in flight, oldest first
@@ -85,6 +99,10 @@ class Lifecycle:
                     self.specs.append(StateSpec(r.changes))
                 self._slot[r.name] = 1 + by_paths[r.changes]
         self.state_route = Route(STATE_ROUTE, topic) if topic else None
+        for name in self._slot:  # every series of bridge.state at 0 from the start
+            self.metrics.unchanged.labels(name)
+        if self.state_route is not None:
+            self.metrics.events_out.labels(STATE_ROUTE)
         self._needs: dict[int, tuple[tuple[Route, ...], bool]] = {}  # by id: the router shares its route tuples
         self._rewrites: dict[tuple[int | bool, ...], tuple[tuple[Route, ...], tuple[Route, ...]]] = {}
 

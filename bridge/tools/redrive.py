@@ -247,9 +247,9 @@ class Redrive:
         self.progress = progress or Progress(f"redrive {options.topic}", bar=True)
         assert self.cfg.sink is not None
         if sink is None:
-            from bridge.sinks.kafka import KafkaSink
+            from bridge.sinks import registry
 
-            sink = KafkaSink(self.cfg.sink)
+            sink = registry.build(self.cfg.sink)
         self.sink = _RedriveSink(sink, self.tracking, self.config_id, options.dry_run)
         dedup_store: DedupStore | None = build_dedup_store(self.cfg) if self.cfg.dedup.enabled else None
         self.ledger: StateStore = build_state_store(self.cfg, dedup_store)
@@ -291,18 +291,15 @@ class Redrive:
             if self.dedup_store is not None:
                 await self.dedup_store.close()
             await self.ledger.close()
-        self.summary.duplicates = int(sum(s.value for m in self.metrics.duplicates.collect() for s in m.samples
-                                          if s.name.endswith("_total")))
+        self.summary.duplicates = int(sum(self.metrics.counts("bridge_duplicates_dropped", "source").values()))
         return self.summary
 
     async def _prepare_state_topic(self) -> None:
         if self.options.dry_run or self.cfg.state.topic is None or self.cfg.sink is None:
             return
-        from bridge.sinks.kafka import KafkaSink
-        from bridge.state.topic import ensure_state_topic
+        from bridge.state.topic import prepare_state_topic
 
-        if isinstance(self.sink.inner, KafkaSink):
-            await ensure_state_topic(self.cfg.sink, self.cfg.state)
+        await prepare_state_topic(self.sink.inner, self.cfg.state)
 
     def _selected(self, rec: ConsumerRecord[bytes, bytes], headers: dict[str, bytes]) -> bool:
         o = self.options
@@ -364,12 +361,7 @@ class Redrive:
             s.published[route] = n
 
     def _published(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for metric in self.metrics.events_out.collect():
-            for sample in metric.samples:
-                if sample.name.endswith("_total") and sample.value:
-                    out[sample.labels["route"]] = int(sample.value)
-        return out
+        return {route: int(n) for route, n in self.metrics.counts("bridge_events_out", "route").items() if n}
 
     def _ledger_key(self, rec: ConsumerRecord[bytes, bytes]) -> StateKey:
         return (LEDGER_SCOPE, self.options.topic, _position(rec))

@@ -104,10 +104,10 @@ class TopicRange:
                                    f"{left}")
 
 
-def client_settings(sink: KafkaClientSettings | None, bootstrap: str | None) -> KafkaClientSettings:
-    """The Kafka connection of a tool: the config's sink (TLS, SASL included), its bootstrap servers replaced by
-    ``--bootstrap-servers`` when given; without a config, ``--bootstrap-servers`` or localhost:9092."""
-    if sink is None:
+def client_settings(sink: object | None, bootstrap: str | None) -> KafkaClientSettings:
+    """The Kafka connection of a tool: the config's sink when it is a Kafka sink (TLS, SASL included), its bootstrap
+    servers replaced by ``--bootstrap-servers`` when given; else ``--bootstrap-servers`` or localhost:9092."""
+    if not isinstance(sink, KafkaClientSettings):
         return KafkaClientSettings(bootstrap_servers=bootstrap or "localhost:9092")
     base = KafkaClientSettings.model_validate(
         {k: getattr(sink, k) for k in KafkaClientSettings.model_fields}

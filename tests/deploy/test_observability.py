@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bridge.metrics import Metrics
+from bridge.testing.metrics import every_metric
 from testbed.prometheus import dashboard_targets, declared_sample_names, metric_names, substitute
 from tests.deploy.test_compose import _bind_mounts
 
@@ -50,7 +50,7 @@ def rules() -> list[Doc]:
 @pytest.fixture(scope="module")
 def exported() -> set[str]:
     """Every sample name the bridge's /metrics can carry (labelled metrics included before their first use)."""
-    return declared_sample_names(Metrics().registry)
+    return declared_sample_names(every_metric().registry)
 
 
 def _panels(dashboard: Doc) -> list[Doc]:

@@ -75,7 +75,8 @@ async def test_a_group_is_settled_plug_in_then_dedup_then_units_then_marks_then_
     """Steps 1 to 5 in their order: the plan records its states, dedup records the ids, the units complete three
     batches of two sources, each batch is marked, and each source writes once after all marks."""
     steps: Steps = []
-    s = Settlement(Deduplicator(RecordingStore(steps)), Metrics())
+    metrics = Metrics()
+    s = Settlement(Deduplicator(RecordingStore(steps)), metrics)
     kafka, hubs = Writer(steps, "k"), Writer(steps, "e")
     batches = [SourceBatch([], source="k", release=kafka.release(0)), SourceBatch([], source="k",
                release=kafka.release(1)), SourceBatch([], source="e", release=hubs.release(0))]
@@ -85,7 +86,7 @@ async def test_a_group_is_settled_plug_in_then_dedup_then_units_then_marks_then_
     await s.wait()
     assert steps == ["plan", "dedup 3", "mark k0", "mark k1", "mark e0", "flush k", "flush e"]
     assert s.inflight == 0
-    assert s.metrics.registry.get_sample_value("bridge_batches_acked_total", {"source": "k"}) == 2
+    assert metrics.registry.get_sample_value("bridge_batches_acked_total", {"source": "k"}) == 2
 
 
 async def test_batches_complete_outside_a_group_go_through_the_same_position_steps() -> None:

@@ -154,12 +154,12 @@ async def test_daemon_is_not_ready_while_its_own_state_store_fails_and_recovers(
     runner = asyncio.create_task(daemon.run())
     try:
         src.put(job_event("d1", "job-d", 1))
-        await wait_for(lambda: any(r.startswith("state store: ConnectionError") for r in daemon.not_ready_reasons()),
+        await wait_for(lambda: any(r.startswith("state store: ConnectionError") for r in daemon.readiness.reasons()),
                        within=30, what="not ready because of the state store")
         assert sink.records == []
         store.fail = False
-        await wait_for(lambda: sink.records and daemon.ready(), within=30, what="published and ready again")
-        assert [d.event.id for d in sink.routed] == ["d1"] and daemon.ready()
+        await wait_for(lambda: sink.records and daemon.readiness.ready(), within=30, what="published and ready again")
+        assert [d.event.id for d in sink.routed] == ["d1"] and daemon.readiness.ready()
     finally:
         daemon.request_stop()
         assert await asyncio.wait_for(runner, 10) == 0
