@@ -6,6 +6,10 @@ returns an aiokafka token provider. aiokafka asks for a token each time it authe
 provider caches it and fetches a new one once the cached token is within ``refresh_margin_seconds`` of its
 expiry, so a connection never authenticates with a token about to expire. Concurrent connections share one
 fetch. Tokens never reach a log line, an exception message or a ``repr``.
+
+Importing this module also completes aiokafka's OAUTHBEARER exchange with RFC 7628's failure path
+(``Rfc7628OAuthAuthenticator``), so a token the broker refuses fails the connection with the broker's
+SaslAuthenticationFailed instead of passing for a success.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
+import aiokafka.conn
 import structlog
 from aiokafka.abc import AbstractTokenProvider
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -27,6 +32,28 @@ from bridge.logs import scrub
 log = structlog.get_logger(__name__)
 
 Fetch = Callable[[], Awaitable[tuple[str, float]]]  # -> (token, expires_at as time.time())
+
+
+class Rfc7628OAuthAuthenticator(aiokafka.conn.OAuthAuthenticator):  # type: ignore[misc]
+    """aiokafka's OAUTHBEARER client plus the failure path of RFC 7628 (section 3.2.3) that aiokafka 0.14 lacks.
+
+    A Kafka broker refusing a token does not answer with an error code but with an error challenge
+    (``{"status":"invalid_token"}``) and waits for the client's ``\\x01``; only then does it end the exchange with
+    SaslAuthenticationFailed (error 58), which aiokafka raises and closes the connection on. aiokafka stops after
+    sending the token, so it took the challenge for success and the refusal surfaced later as empty metadata
+    (an unknown topic)."""
+
+    _acknowledged = False
+
+    async def step(self, payload: bytes | None) -> tuple[bytes, bool] | None:
+        if self._token_sent and payload and not self._acknowledged:
+            self._acknowledged = True
+            return b"\x01", True
+        result: tuple[bytes, bool] | None = await super().step(payload)
+        return result
+
+
+aiokafka.conn.OAuthAuthenticator = Rfc7628OAuthAuthenticator  # AIOKafkaConnection looks the class up per connection
 
 
 class SaslOAuthConfig(BaseModel):

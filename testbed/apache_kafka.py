@@ -49,6 +49,8 @@ logger.appinfo.name = org.apache.kafka.common.utils.AppInfoParser
 logger.appinfo.level = INFO
 logger.auth.name = org.apache.kafka.common.security
 logger.auth.level = INFO
+logger.selector.name = org.apache.kafka.common.network.Selector
+logger.selector.level = INFO
 """
 
 _STARTED = "Kafka Server started"

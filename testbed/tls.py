@@ -1,9 +1,10 @@
 """TLS for tests: a throwaway CA with server and client certificates, and a TLS-terminating TCP proxy.
 
-The test brokers speak plain TCP (tansu 0.6's TLS is unusable, the AMQP Event Hubs server has none); a
-terminating proxy in front of them gives clients a real TLS endpoint: server certificate verified against
-the test CA and the host name, and with ``require_client_cert`` a client certificate signed by the CA
-(mutual TLS). ``TestCA(dir).server(names)`` / ``.client(name)`` write PEM files and return their paths.
+``TestCA(dir).server(names)`` / ``.client(name)`` write PEM files and return their paths; ``.keystore(files)`` and
+``.truststore()`` write the same as PKCS12 stores for a Java server (Apache Kafka's SSL listeners). The AMQP
+Event Hubs test server speaks plain TCP; a terminating proxy (``TlsProxy``) in front of it gives clients a real
+TLS endpoint: server certificate verified against the test CA and the host name, and with
+``require_client_cert`` a client certificate signed by the CA (mutual TLS).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Self
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
@@ -106,6 +108,25 @@ class TestCA:
     def client(self, common_name: str = "bridge", stem: str = "client", key_password: str | None = None) -> CertFiles:
         """A client certificate (mutual TLS), its key optionally encrypted with ``key_password``."""
         return self._issue(stem, common_name, (), ExtendedKeyUsageOID.CLIENT_AUTH, key_password)
+
+    def keystore(self, files: CertFiles, password: str) -> Path:
+        """``files`` (certificate and key) as a PKCS12 keystore protected by ``password``, next to them."""
+        key = serialization.load_pem_private_key(
+            files.key.read_bytes(), files.key_password.encode() if files.key_password else None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
+        path = files.cert.with_suffix(".p12")
+        encryption = serialization.BestAvailableEncryption(password.encode())
+        path.write_bytes(pkcs12.serialize_key_and_certificates(b"server", key, cert, [self.cert], encryption))
+        return path
+
+    def truststore(self, password: str) -> Path:
+        """This CA's certificate as a PKCS12 truststore Java trusts (``ca.p12``)."""
+        path = self.directory / "ca.p12"
+        entry = pkcs12.PKCS12Certificate(self.cert, b"ca")
+        path.write_bytes(pkcs12.serialize_java_truststore([entry], serialization.BestAvailableEncryption(
+            password.encode())))
+        return path
 
     def server_context(self, files: CertFiles, *, require_client_cert: bool = False) -> ssl.SSLContext:
         """A server-side context presenting ``files``; with ``require_client_cert``, mutual TLS on this CA."""

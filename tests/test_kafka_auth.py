@@ -1,12 +1,13 @@
-"""Kafka source and sink authentication against the tansu broker: SASL/OAUTHBEARER with Entra ID tokens from
-DefaultAzureCredential (through a SASL front that checks the token, over TLS), a refused token, and mutual TLS
-with an encrypted client key (through a TLS front that requires the client certificate)."""
+"""Kafka source and sink authentication checked by Apache Kafka itself (the ``auth_kafka`` node,
+``testbed.kafka_auth``): SASL/SCRAM-SHA-512 with a user created at format, SASL/OAUTHBEARER with Entra ID tokens
+from DefaultAzureCredential that the broker validates (signature against its JWKS, audience, issuer, expiry),
+and mutual TLS with an encrypted client key; each with the refusal the broker answers a wrong credential with."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
+import base64
+import json
 from typing import Any
 
 import pytest
@@ -19,17 +20,17 @@ from bridge.sources.kafka import KafkaSource, KafkaSourceConfig
 from bridge.testing.events import make_event
 from bridge.testing.sources import collect_batches
 from testbed.entra import ManagedIdentityEndpoint
-from testbed.kafka_sasl import SaslOAuthFront
+from testbed.kafka_auth import OAUTH_AUDIENCE, OAUTH_SCOPE, SCRAM_USER, SecuredKafka
 from testbed.logcapture import capture_module_logs
-from testbed.servers import Tansu, free_port
-from testbed.tls import TestCA, TlsProxy
+from testbed.waiting import wait_for
+from tests.fixtures.kafka_aws import unique
 
-NAMESPACE = "bridge-test.servicebus.windows.net"
 FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 500, "fetch_max_wait_ms": 100,
               "poll_timeout_ms": 200}
+KEY_PASSWORD = "k3y-pass"
 
 
-async def roundtrip(settings: dict[str, Any], topic: str, group: str) -> list[bytes]:
+async def roundtrip(settings: dict[str, Any], topic: str) -> list[bytes]:
     """Publish one event through a KafkaSink and read it back with a KafkaSource, both with ``settings``."""
     sink = KafkaSink(KafkaSinkConfig.model_validate({"type": "kafka", **settings}))
     await asyncio.wait_for(sink.start(), 30)
@@ -38,7 +39,7 @@ async def roundtrip(settings: dict[str, Any], topic: str, group: str) -> list[by
     finally:
         await sink.stop()
     source = KafkaSource(KafkaSourceConfig.model_validate(
-        {"type": "kafka", "topics": [topic], "group_id": group, **FAST_GROUP, **settings}))
+        {"type": "kafka", "topics": [topic], "group_id": unique("g"), **FAST_GROUP, **settings}))
     await asyncio.wait_for(source.start(), 30)
     try:
         batches = await collect_batches(source, 1)
@@ -47,95 +48,118 @@ async def roundtrip(settings: dict[str, Any], topic: str, group: str) -> list[by
     return [m.body for b in batches for m in b.messages]
 
 
+async def refused(settings: dict[str, Any], *, source: bool = False) -> None:
+    """The sink (or source) with ``settings`` cannot start: aiokafka gives up bootstrapping."""
+    client: KafkaSink | KafkaSource
+    if source:
+        client = KafkaSource(KafkaSourceConfig.model_validate(
+            {"type": "kafka", "topics": ["any"], "group_id": unique("g"), **settings}))
+    else:
+        client = KafkaSink(KafkaSinkConfig.model_validate({"type": "kafka", **settings}))
+    with pytest.raises(KafkaConnectionError):
+        await asyncio.wait_for(client.start(), 30)
+    await client.stop()
+
+
+def claims(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
+
+
+def log_size(auth_kafka: SecuredKafka) -> int:
+    return auth_kafka.broker.log_path.stat().st_size
+
+
+async def broker_log_shows(auth_kafka: SecuredKafka, since: int, *needles: str) -> None:
+    """Wait (10 s at most, else fail) until the broker's own log, from byte ``since`` on, has a line holding every
+    one of ``needles``."""
+
+    def found() -> bool:
+        with auth_kafka.broker.log_path.open("rb") as log:
+            log.seek(since)
+            lines = log.read().decode(errors="replace").splitlines()
+        return any(all(n in line for n in needles) for line in lines)
+
+    await wait_for(found, within=10, what=f"a broker log line with {needles}")
+
+
+def oauth_settings(auth_kafka: SecuredKafka, scope: str = OAUTH_SCOPE, **oauth: Any) -> dict[str, Any]:
+    return {"bootstrap_servers": auth_kafka.bootstrap("OAUTH"), "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "OAUTHBEARER", "ssl_cafile": str(auth_kafka.ca.path),
+            "sasl_oauth": {"provider": "azure", "scope": scope, **oauth}, "request_timeout_ms": 10_000}
+
+
 @pytest.fixture
-def msi(managed_identity: ManagedIdentityEndpoint) -> ManagedIdentityEndpoint:
-    """The managed-identity endpoint DefaultAzureCredential finds through the environment."""
+def msi(managed_identity: ManagedIdentityEndpoint, auth_kafka: SecuredKafka) -> ManagedIdentityEndpoint:
+    """The managed-identity endpoint DefaultAzureCredential finds, issuing tokens signed with the key whose JWKS
+    the broker's OAUTH listener trusts."""
+    managed_identity.signer = auth_kafka.signer
     return managed_identity
 
 
-@pytest.fixture
-async def oauth_broker(tmp_path: Path, msi: ManagedIdentityEndpoint) -> AsyncIterator[tuple[Tansu, SaslOAuthFront,
-                                                                                             Path]]:
-    """tansu behind a SASL_SSL front that accepts exactly the tokens the identity issued for the namespace."""
-    ca = TestCA(tmp_path / "tls")
-    port = free_port()
-    broker = Tansu(log_dir=tmp_path, advertised=f"127.0.0.1:{port}")
-    await broker.astart()
-
-    def issued(token: str) -> bool:
-        return token in msi.tokens_for(f"https://{NAMESPACE}")
-
-    front = await SaslOAuthFront(port, (broker.host, broker.port), issued,
-                                 ssl=ca.server_context(ca.server(("127.0.0.1",)))).start()
-    try:
-        yield broker, front, ca.path
-    finally:
-        await front.stop()
-        await broker.astop()
-
-
-def oauth_settings(front: SaslOAuthFront, ca: Path, scope: str = f"https://{NAMESPACE}/.default") -> dict[str, Any]:
-    return {"bootstrap_servers": f"127.0.0.1:{front.port}", "security_protocol": "SASL_SSL",
-            "sasl_mechanism": "OAUTHBEARER", "ssl_cafile": str(ca),
-            "sasl_oauth": {"provider": "azure", "scope": scope}, "request_timeout_ms": 10_000}
-
-
-async def test_oauthbearer_with_entra_tokens_for_sink_and_source(
-    oauth_broker: tuple[Tansu, SaslOAuthFront, Path], msi: ManagedIdentityEndpoint, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """sasl_oauth provider azure (DefaultAzureCredential -> managed identity) authenticates the sink and the
-    source over SASL_SSL: the front sees only tokens the identity issued for the namespace's scope, and the
-    event makes the round trip; no token is logged."""
-    broker, front, ca = oauth_broker
-    logs = capture_module_logs(monkeypatch, bridge.kafka_oauth)
-    topic = broker.create_topic("oauth", 1)
-    bodies = await roundtrip(oauth_settings(front, ca), topic, "oauth-group")
+async def test_scram_sha_512_user_created_at_format(auth_kafka: SecuredKafka, caplog: pytest.LogCaptureFixture
+                                                    ) -> None:
+    """SASL_PLAINTEXT + SCRAM-SHA-512 with the user created at format lets the sink and source through; the
+    broker refuses a wrong password (SaslAuthenticationFailed) and the sink cannot start."""
+    settings = {"bootstrap_servers": auth_kafka.bootstrap("SCRAM"), "security_protocol": "SASL_PLAINTEXT",
+                "sasl_mechanism": "SCRAM-SHA-512", "sasl_username": SCRAM_USER,
+                "sasl_password": auth_kafka.scram_users[SCRAM_USER], "request_timeout_ms": 10_000}
+    bodies = await roundtrip(settings, auth_kafka.broker.create_topic(unique("scram"), 1))
     assert len(bodies) == 1 and b"auth-1" in bodies[0]
-    assert front.tokens and all(accepted for _, accepted in front.tokens)
-    assert {r.rstrip("/") for r, _ in msi.issued} == {f"https://{NAMESPACE}"}
+    assert "SaslAuthenticationFailed" not in caplog.text
+    since = log_size(auth_kafka)
+    await refused({**settings, "sasl_password": "not-the-password"})
+    assert "SaslAuthenticationFailed" in caplog.text and "invalid credentials" in caplog.text
+    await broker_log_shows(auth_kafka, since, "Failed authentication with", "invalid credentials")
+
+
+async def test_oauthbearer_tokens_from_the_managed_identity_pass_the_brokers_validation(
+    auth_kafka: SecuredKafka, msi: ManagedIdentityEndpoint, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """sasl_oauth provider azure (DefaultAzureCredential -> managed identity) fetches signed tokens for the
+    listener's audience, which the broker validates, for the sink and the source; no token is logged."""
+    logs = capture_module_logs(monkeypatch, bridge.kafka_oauth)
+    bodies = await roundtrip(oauth_settings(auth_kafka), auth_kafka.broker.create_topic(unique("oauth"), 1))
+    assert len(bodies) == 1 and b"auth-1" in bodies[0]
+    tokens = msi.tokens_for(OAUTH_AUDIENCE)
+    assert tokens and len(tokens) == len(msi.issued)
+    assert all(claims(t)["aud"] == OAUTH_AUDIENCE for t in tokens)
     fetched = [e for e in logs.events if e["event"] == "kafka.oauth_token_fetched"]
     assert fetched and all(e["provider"] == "azure" and e["expires_in"] > 3000 for e in fetched)
-    dumped = repr(logs.events)
-    assert not any(token in dumped for _, token in msi.issued)
+    assert not any(token in repr(logs.events) for token in tokens)
 
 
-async def test_a_token_for_another_audience_is_refused(
-    oauth_broker: tuple[Tansu, SaslOAuthFront, Path], msi: ManagedIdentityEndpoint,
+@pytest.mark.parametrize("case", ["wrong_audience", "expired"])
+async def test_the_broker_refuses_a_token_for_another_audience_and_an_expired_one(
+    case: str, auth_kafka: SecuredKafka, msi: ManagedIdentityEndpoint, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A client asking for another scope presents a token the broker refuses: the sink cannot start."""
-    _broker, front, ca = oauth_broker
-    sink = KafkaSink(KafkaSinkConfig.model_validate(
-        {"type": "kafka", **oauth_settings(front, ca, scope="https://other.servicebus.windows.net/.default")}))
-    with pytest.raises(KafkaConnectionError):
-        await asyncio.wait_for(sink.start(), 30)
-    await sink.stop()
-    assert front.tokens and not any(accepted for _, accepted in front.tokens)
+    """A token for another audience (sink) or an expired one (source), fetched by the bridge's provider, is
+    refused by the broker for that reason: aiokafka gets SaslAuthenticationFailed and the client cannot start."""
+    since = log_size(auth_kafka)
+    if case == "wrong_audience":
+        await refused(oauth_settings(auth_kafka, scope="https://other.bridge.test/.default"))
+        reason = "Audience (aud) claim [https://other.bridge.test] doesn't contain an acceptable identifier"
+    else:
+        msi.lifetime = -300.0
+        await refused(oauth_settings(auth_kafka), source=True)
+        reason = "is on or after the Expiration Time"
+    assert msi.issued, "the provider fetched a token from the managed identity"
+    assert 'SaslAuthenticationFailed: {"status":"invalid_token"}' in caplog.text
+    jti = claims(msi.issued[-1][1])["jti"]  # the broker's own reason, for the very token the provider fetched
+    await broker_log_shows(auth_kafka, since, "Could not validate the access token", jti, reason)
 
 
-async def test_mutual_tls_with_an_encrypted_client_key(tmp_path: Path) -> None:
-    """security_protocol SSL with ssl_certfile/ssl_keyfile/ssl_keyfile_password: the TLS front, which requires
-    a client certificate from the test CA, lets the sink and source through and sees the client's name; a
-    client without a certificate is refused."""
-    ca = TestCA(tmp_path / "tls")
-    client = ca.client("ml-event-bridge", key_password="k3y-pass")
-    port = free_port()
-    broker = Tansu(log_dir=tmp_path, advertised=f"127.0.0.1:{port}")
-    await broker.astart()
-    proxy = await TlsProxy(port, (broker.host, broker.port),
-                           ca.server_context(ca.server(("127.0.0.1",)), require_client_cert=True)).start()
-    try:
-        topic = broker.create_topic("mtls", 1)
-        settings = {"bootstrap_servers": f"127.0.0.1:{port}", "security_protocol": "SSL", "ssl_cafile": str(ca.path),
-                    "ssl_certfile": str(client.cert), "ssl_keyfile": str(client.key),
-                    "ssl_keyfile_password": "k3y-pass", "request_timeout_ms": 10_000}
-        bodies = await roundtrip(settings, topic, "mtls-group")
-        assert len(bodies) == 1 and b"auth-1" in bodies[0]
-        assert set(proxy.peers) == {"ml-event-bridge"}
-        anonymous = KafkaSink(KafkaSinkConfig.model_validate(
-            {"type": "kafka", **{k: v for k, v in settings.items() if not k.startswith(("ssl_cert", "ssl_key"))}}))
-        with pytest.raises(KafkaConnectionError):
-            await asyncio.wait_for(anonymous.start(), 30)
-        await anonymous.stop()
-    finally:
-        await proxy.stop()
-        await broker.astop()
+async def test_mutual_tls_with_an_encrypted_client_key(auth_kafka: SecuredKafka, caplog: pytest.LogCaptureFixture
+                                                       ) -> None:
+    """security_protocol SSL with ssl_certfile/ssl_keyfile/ssl_keyfile_password passes the listener with
+    ssl.client.auth=required; the broker refuses the same client without its certificate."""
+    client = auth_kafka.ca.client(unique("bridge"), stem=unique("client"), key_password=KEY_PASSWORD)
+    settings = {"bootstrap_servers": auth_kafka.bootstrap("MTLS"), "security_protocol": "SSL",
+                "ssl_cafile": str(auth_kafka.ca.path), "request_timeout_ms": 10_000}
+    with_cert = {**settings, "ssl_certfile": str(client.cert), "ssl_keyfile": str(client.key),
+                 "ssl_keyfile_password": KEY_PASSWORD}
+    bodies = await roundtrip(with_cert, auth_kafka.broker.create_topic(unique("mtls"), 1))
+    assert len(bodies) == 1 and b"auth-1" in bodies[0]
+    since = log_size(auth_kafka)
+    await refused(settings)
+    await broker_log_shows(auth_kafka, since, "Failed authentication with", "SSL handshake failed")

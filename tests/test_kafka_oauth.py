@@ -10,12 +10,14 @@ import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import aiokafka.conn
 import pytest
 from pydantic import ValidationError
 
-from bridge.kafka_common import KafkaClientSettings
+from bridge.kafka_common import KafkaClientSettings, StaticTokenProvider
 from bridge.kafka_oauth import (
     RefreshingTokenProvider,
+    Rfc7628OAuthAuthenticator,
     SaslOAuthConfig,
     build_token_provider,
     decode_msk_token,
@@ -121,3 +123,16 @@ async def test_msk_iam_token_is_signed_with_irsa_credentials(
     assert query["X-Amz-Credential"].endswith("/us-east-1/kafka-cluster/aws4_request")
     assert "X-Amz-Security-Token" in query and "X-Amz-Signature" in query
     assert provider.fetches == 1 and await provider.token() == token  # cached: 900 s life, 300 s margin
+
+
+async def test_a_refused_token_ends_the_exchange_with_the_brokers_error() -> None:
+    """aiokafka's OAUTHBEARER client answers a broker's RFC 7628 error challenge with the \\x01 that makes the broker
+    send its error code, once, instead of taking the challenge for success."""
+    assert aiokafka.conn.OAuthAuthenticator is Rfc7628OAuthAuthenticator
+    auth = Rfc7628OAuthAuthenticator(sasl_oauth_token_provider=StaticTokenProvider("tok"))
+    assert await auth.step(None) == (b"n,,\x01auth=Bearer tok\x01\x01", True)
+    assert await auth.step(b'{"status":"invalid_token"}') == (b"\x01", True)
+    assert await auth.step(b'{"status":"invalid_token"}') is None
+    accepted = Rfc7628OAuthAuthenticator(sasl_oauth_token_provider=StaticTokenProvider("tok"))
+    await accepted.step(None)
+    assert await accepted.step(b"") is None  # an empty server message is success: nothing more to send
