@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import time
 from typing import Any
 
 import pytest
@@ -19,7 +21,8 @@ from bridge.sinks.kafka import KafkaSink, KafkaSinkConfig
 from bridge.sources.kafka import KafkaSource, KafkaSourceConfig
 from bridge.testing.events import make_event
 from bridge.testing.sources import collect_batches
-from testbed.entra import ManagedIdentityEndpoint
+from testbed.entra import ManagedIdentityEndpoint, entra_token
+from testbed.kafka import ids_on
 from testbed.kafka_auth import OAUTH_AUDIENCE, OAUTH_SCOPE, SCRAM_USER, SecuredKafka
 from testbed.logcapture import capture_module_logs
 from testbed.waiting import wait_for
@@ -28,6 +31,8 @@ from tests.fixtures.kafka_aws import unique
 FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 500, "fetch_max_wait_ms": 100,
               "poll_timeout_ms": 200}
 KEY_PASSWORD = "k3y-pass"
+LIFETIME = 20.0
+"""Seconds a token lives in the refresh test."""
 
 
 async def roundtrip(settings: dict[str, Any], topic: str) -> list[bytes]:
@@ -147,6 +152,58 @@ async def test_the_broker_refuses_a_token_for_another_audience_and_an_expired_on
     assert 'SaslAuthenticationFailed: {"status":"invalid_token"}' in caplog.text
     jti = claims(msi.issued[-1][1])["jti"]  # the broker's own reason, for the very token the provider fetched
     await broker_log_shows(auth_kafka, since, "Could not validate the access token", jti, reason)
+
+
+async def test_the_sink_keeps_publishing_across_token_lifetimes(
+    auth_kafka: SecuredKafka, msi: ManagedIdentityEndpoint, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The broker ends a connection's session when its token expires (connections.max.reauth.ms; aiokafka cannot
+    re-authenticate in place, KIP-368): a sink holding one fixed 20 s token gets no acknowledgement after it
+    expires, while the sink whose provider fetches from the managed identity (refresh margin 5 s) reconnects with
+    a new token each time: over 45 s (more than two lifetimes) it fetched at least three tokens, the broker
+    refused none of them, and every record it published was acknowledged within 10 s and is on the topic."""
+    logs = capture_module_logs(monkeypatch, bridge.kafka_oauth)
+    msi.lifetime = LIFETIME
+    topic = auth_kafka.broker.create_topic(unique("refresh"), 1)
+    since = log_size(auth_kafka)
+    refreshing = KafkaSink(KafkaSinkConfig.model_validate(
+        {"type": "kafka", **oauth_settings(auth_kafka, refresh_margin_seconds=5)}))
+    fixed_token = entra_token(OAUTH_AUDIENCE, LIFETIME, signer=auth_kafka.signer)
+    fixed_settings = {k: v for k, v in oauth_settings(auth_kafka).items() if k != "sasl_oauth"}
+    fixed = KafkaSink(KafkaSinkConfig.model_validate({"type": "kafka", **fixed_settings,
+                                                      "sasl_oauth_token": fixed_token}))
+
+    async def publish(sink: KafkaSink, n: int) -> None:
+        await asyncio.wait_for(sink.publish([encode_routed(sink.encoder, "all", topic, make_event(f"r-{n}"))]), 10)
+
+    await asyncio.wait_for(asyncio.gather(refreshing.start(), fixed.start()), 30)
+    try:
+        await publish(fixed, -1)  # the fixed token works while it is valid
+        fixed_after_expiry: asyncio.Task[None] | None = None
+        sent, started = 0, time.time()
+        while time.time() < started + 2.25 * LIFETIME:
+            await publish(refreshing, sent)
+            sent += 1
+            if fixed_after_expiry is None and time.time() > claims(fixed_token)["exp"] + 1:
+                fixed_after_expiry = asyncio.create_task(publish(fixed, -2))
+            await asyncio.sleep(0.5)
+        assert fixed_after_expiry is not None
+        with pytest.raises(TimeoutError):
+            await fixed_after_expiry
+    finally:
+        await refreshing.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(fixed.stop(), 5)  # its last batch can never be delivered
+    tokens = msi.tokens_for(OAUTH_AUDIENCE)
+    assert len(set(tokens)) >= 3, f"{len(tokens)} tokens in {2.25 * LIFETIME:g} s of {LIFETIME:g} s tokens"
+    fetched = [e for e in logs.events if e["event"] == "kafka.oauth_token_fetched"]
+    assert len(fetched) == len(tokens) and all(e["expires_in"] <= LIFETIME for e in fetched)
+    with auth_kafka.broker.log_path.open("rb") as log:
+        log.seek(since)
+        broker_log = log.read().decode(errors="replace")
+    assert not any(claims(t)["jti"] in broker_log for t in tokens), "the broker refused a token of the provider"
+    ids = await ids_on(auth_kafka.broker.bootstrap, topic, sent + 1)
+    assert {f"r-{n}".encode() for n in range(sent)} <= set(ids) and b"r--1" in ids
 
 
 async def test_mutual_tls_with_an_encrypted_client_key(auth_kafka: SecuredKafka, caplog: pytest.LogCaptureFixture

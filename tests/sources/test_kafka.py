@@ -1,4 +1,4 @@
-"""Kafka source against a real Kafka-protocol broker (tansu): batches, positions, commits, rebalance."""
+"""Kafka source against Apache Kafka: batches, positions, commits, rebalance, TLS."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -17,8 +16,7 @@ from bridge.kafka_common import KafkaClientSettings, event_hubs_settings
 from bridge.model import SourceBatch
 from bridge.sources.kafka import KafkaSource, KafkaSourceConfig
 from bridge.testing.sources import collect_batches
-from testbed.servers import Tansu, free_port
-from testbed.tls import TestCA, TlsProxy
+from testbed.kafka_auth import SecuredKafka
 from testbed.waiting import wait_for
 from tests.fixtures.kafka_aws import unique
 
@@ -326,44 +324,32 @@ def test_security_settings_cover_event_hubs_and_msk() -> None:
         KafkaSourceConfig.model_validate({"type": "kafka", "bootstrap_server": "typo:9092"})
 
 
-async def test_consumes_over_tls_with_a_private_ca(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """security_protocol SSL with ssl_cafile verifies the broker certificate and hostname; records flow."""
-    test_ca = TestCA(tmp_path / "tls")
-    ca = test_ca.path
-    server_ctx = test_ca.server_context(test_ca.server(("127.0.0.1",)))
-    tls_port = free_port()
-    broker = Tansu(log_dir=tmp_path, advertised=f"127.0.0.1:{tls_port}")
-    await broker.astart()
-    proxy = await TlsProxy(tls_port, (broker.host, broker.port), server_ctx).start()
-    tls_bootstrap = f"127.0.0.1:{tls_port}"
+async def test_consumes_over_tls_with_a_private_ca(auth_kafka: SecuredKafka, caplog: pytest.LogCaptureFixture
+                                                   ) -> None:
+    """security_protocol SSL with ssl_cafile verifies the broker certificate and hostname (Apache Kafka's SSL
+    listener); records flow; without the private CA the client refuses the broker."""
+    ca = auth_kafka.ca.path
+    tls_bootstrap = auth_kafka.bootstrap("TLS")
+    topic = auth_kafka.broker.create_topic(unique("tls"), 1)
+    producer = AIOKafkaProducer(bootstrap_servers=tls_bootstrap, security_protocol="SSL",
+                                ssl_context=ssl.create_default_context(cafile=str(ca)))
+    await producer.start()
     try:
-        topic = broker.create_topic("tls", 1)
-        producer = AIOKafkaProducer(
-            bootstrap_servers=tls_bootstrap,
-            security_protocol="SSL",
-            ssl_context=ssl.create_default_context(cafile=str(ca)),
-            enable_idempotence=False,
-        )
-        await producer.start()
-        try:
-            await producer.send_and_wait(topic, b"over tls", headers=[("ce_id", b"t1")])
-        finally:
-            await producer.stop()
-        source = source_for(tls_bootstrap, topic, unique("g"), security_protocol="SSL", ssl_cafile=str(ca))
-        await source.start()
-        try:
-            (batch,) = await collect(source, 1)
-        finally:
-            await source.stop()
-        assert batch.messages[0].body == b"over tls"
-        assert batch.messages[0].headers == {"ce_id": b"t1"}
-
-        untrusted = source_for(tls_bootstrap, topic, unique("g"), security_protocol="SSL")  # system CAs only
-        with pytest.raises(KafkaConnectionError):  # the private CA is not among the system CAs
-            await asyncio.wait_for(untrusted.start(), 20)
-        assert "CERTIFICATE_VERIFY_FAILED" in caplog.text
-        with contextlib.suppress(Exception):
-            await untrusted.stop()
+        await producer.send_and_wait(topic, b"over tls", headers=[("ce_id", b"t1")])
     finally:
-        await proxy.stop()
-        await broker.astop()
+        await producer.stop()
+    source = source_for(tls_bootstrap, topic, unique("g"), security_protocol="SSL", ssl_cafile=str(ca))
+    await source.start()
+    try:
+        (batch,) = await collect(source, 1)
+    finally:
+        await source.stop()
+    assert batch.messages[0].body == b"over tls"
+    assert batch.messages[0].headers == {"ce_id": b"t1"}
+
+    untrusted = source_for(tls_bootstrap, topic, unique("g"), security_protocol="SSL")  # system CAs only
+    with pytest.raises(KafkaConnectionError):  # the private CA is not among the system CAs
+        await asyncio.wait_for(untrusted.start(), 20)
+    assert "CERTIFICATE_VERIFY_FAILED" in caplog.text
+    with contextlib.suppress(Exception):
+        await untrusted.stop()
