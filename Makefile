@@ -42,8 +42,11 @@ prometheus: ## Debian's prometheus package (server, promtool) for the observabil
 	@if command -v prometheus >/dev/null && command -v promtool >/dev/null; then :; \
 	else bash scripts/install-prometheus.sh; fi
 
-test: install ## Run the whole test suite (starts the test brokers itself)
+test: install ## Run the whole test suite (starts the test brokers itself); what CI runs
 	$(BIN)/pytest -q
+
+test-fast: install ## The tests that need no broker, no container engine and are not slow (under 90 s)
+	$(BIN)/pytest -q -m "not broker and not container and not slow"
 
 lint: install ## ruff and mypy --strict
 	$(BIN)/ruff check bridge testbed tests bench
@@ -73,4 +76,4 @@ bench: install ## Benchmark: raw pass-through vs the full bridge on 200k events 
 clean: ## Remove the venv, tools and caches
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache .hypothesis .fuzz
 
-.PHONY: help install kafka redis prometheus test lint image lock stack bench fuzz clean
+.PHONY: help install kafka redis prometheus test test-fast lint image lock stack bench fuzz clean

@@ -24,6 +24,7 @@ pytest_plugins = [
     "tests.fixtures.azure",
     "tests.fixtures.prometheus",
     "tests.fixtures.docker",
+    "tests.fixtures.tiers",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent

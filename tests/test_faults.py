@@ -22,6 +22,8 @@ from testbed.process import BridgeProcess
 from testbed.servers import RedisServer
 from testbed.waiting import ConditionNotReached, wait_for_sync
 
+pytestmark = pytest.mark.broker  # Kafka brokers and Redis servers of its own
+
 GRACE = 6.0
 PAUSE = 20.0
 

@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import orjson
+import pytest
 
 from bench.data import generate
 from bench.report import render_table
@@ -82,6 +83,7 @@ async def test_bench_smoke_run(kafka: ApacheKafka, tmp_path: Path) -> None:
     assert saved["bridge"]["counters"]["messages_in"] == 3000
 
 
+@pytest.mark.broker
 def test_backlog_bench_drains_small_backlogs_in_a_memory_cgroup(tmp_path: Path) -> None:
     """bench.backlog (cgroup mode, as root) drains a small 1 KB and a small large-event backlog under its limit,
     with the bridge reading its budget from the cgroup, and reports each run."""

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge.filters.cesql import GENERIC, RUNTIME_KINDS, CesqlFilter, CesqlParseError, compile_expression, parse
 from bridge.filters.cesql.compiler import static_type
 from tests.filters.helpers import ALL_CANONICAL
+
+pytestmark = pytest.mark.slow  # hypothesis runs over the CESQL grammar
 
 NAMES = ["type", "status", "subject", "platform", "late", "n", "b", "s", "missing", "data", "id"]
 TOKENS = ["(", ")", ",", "'a'", '"b"', "'", '"', "\\", "1", "-1", "+", "-", "*", "/", "%", "=", "!=", "<>", "<",

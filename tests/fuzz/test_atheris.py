@@ -9,7 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.fuzz.seeds import seed_corpus, write_dictionary
+
+pytestmark = pytest.mark.slow  # coverage-guided fuzzing for a bounded time
 
 ROOT = Path(__file__).resolve().parents[2]
 SECONDS = int(os.environ.get("BRIDGE_FUZZ_SECONDS", "20"))

@@ -196,6 +196,7 @@ def test_the_producer_follows_kafkas_own_defaults() -> None:
     assert KafkaSinkConfig(acks=1, enable_idempotence=False).acks == 1
 
 
+@pytest.mark.broker
 async def test_publish_raises_when_the_broker_is_gone_without_idempotence(tmp_path: Any) -> None:
     """With the idempotent producer turned off, publish raises KafkaPublishError instead of returning when records
     cannot be acknowledged (the producer gives up after its request timeout)."""
@@ -214,6 +215,7 @@ async def test_publish_raises_when_the_broker_is_gone_without_idempotence(tmp_pa
         await broker.astop()
 
 
+@pytest.mark.broker
 async def test_idempotent_publish_across_a_broker_killed_and_restarted_writes_each_record_once_in_order(
     tmp_path: Any,
 ) -> None:

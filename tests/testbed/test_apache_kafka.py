@@ -14,6 +14,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from testbed.apache_kafka import ApacheKafka, cluster_id, kafka_libs
 from testbed.servers import ServerError
 
+pytestmark = pytest.mark.broker  # starts (or tries to start) Apache Kafka
+
 
 async def _values(bootstrap: str, topic: str, count: int) -> list[bytes]:
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")

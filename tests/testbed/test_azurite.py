@@ -19,6 +19,7 @@ def _listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+@pytest.mark.broker
 async def test_launcher_serves_checkpoints_and_frees_the_port_on_stop() -> None:
     """A launched Azurite stores and lists checkpoints, and stop() ends the process and frees the port."""
     port = free_port()

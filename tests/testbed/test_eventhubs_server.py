@@ -239,6 +239,7 @@ def test_pad_frame_fills_every_performative_field() -> None:
     assert pad_frame(padded) == padded
 
 
+@pytest.mark.broker
 async def test_command_line_server_serves_the_sdk_and_stops_on_sigterm() -> None:
     """``python -m testbed.eventhubs_server`` serves the given hub and partitions, exits on SIGTERM."""
     port = free_port()
@@ -281,6 +282,7 @@ async def test_large_events_and_big_batches_cross_multi_frame_transfers(hub: tup
     assert [body(e) for e in got[1:]] == [b"%04d" % i * 100 for i in range(300)]
 
 
+@pytest.mark.broker
 def test_stop_closes_the_listener_and_the_reactor_thread() -> None:
     """stop() closes the public port and joins the reactor thread, so servers can come and go in tests."""
     before = set(threading.enumerate())

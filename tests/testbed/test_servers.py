@@ -71,6 +71,7 @@ def test_start_failure_reports_the_log_tail(tmp_path: Path) -> None:
     assert not proc.running
 
 
+@pytest.mark.broker
 async def test_tansu_serves_kafka_and_creates_topics(tmp_path: Path) -> None:
     """Tansu starts on a free port, creates topics (idempotently), accepts produce, and stops with SIGTERM."""
     with Tansu(log_dir=tmp_path) as broker:
@@ -92,6 +93,7 @@ async def test_tansu_serves_kafka_and_creates_topics(tmp_path: Path) -> None:
     assert "tansu" in broker.log_path.read_text()
 
 
+@pytest.mark.broker
 def test_moto_server_answers_aws_calls_and_resets(tmp_path: Path) -> None:
     """MotoServer serves SQS at endpoint_url and reset() drops every resource."""
     with MotoServer(log_dir=tmp_path) as moto:
@@ -103,6 +105,7 @@ def test_moto_server_answers_aws_calls_and_resets(tmp_path: Path) -> None:
     assert not port_open(moto.host, moto.port)
 
 
+@pytest.mark.broker
 async def test_async_start_and_stop(tmp_path: Path) -> None:
     """astart/astop run the blocking launcher off the event loop."""
     broker = Tansu(log_dir=tmp_path)
@@ -112,6 +115,7 @@ async def test_async_start_and_stop(tmp_path: Path) -> None:
     assert not broker.running
 
 
+@pytest.mark.broker
 def test_module_entry_point_runs_until_sigterm(tmp_path: Path) -> None:
     """`python -m testbed.servers kafka moto` (the README's) prints the endpoints, serves, and exits 0 on SIGTERM."""
     cmd = [sys.executable, "-m", "testbed.servers", "kafka", "moto", "--topic", "ml.events.raw"]
