@@ -133,12 +133,16 @@ Delivery = Routed | DeadLetter
 
 class PublishError(RuntimeError):
     """A ``publish`` call did not get every record confirmed. ``permanent``: retrying cannot help (a record
-    too large for the broker, a refusal the broker marks not retriable); the pipeline then isolates the
-    offending records and dead-letters them instead of retrying forever."""
+    too large for the broker, invalid, or refused by authorization); the pipeline then isolates the offending
+    records and dead-letters them instead of retrying forever. ``unconfirmed``: the records the broker did not
+    acknowledge, in the order given (what the pipeline publishes again); ``None`` when the sink cannot tell, and
+    then every record is."""
 
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
+    def __init__(self, message: str, *, permanent: bool = False,
+                 unconfirmed: Sequence[OutRecord] | None = None) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.unconfirmed = unconfirmed
 
 
 @runtime_checkable

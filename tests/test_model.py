@@ -51,16 +51,11 @@ def test_every_sink_has_readiness_probe_and_encoder(sink: Sink) -> None:
 
 
 def test_kafka_publish_errors_are_publish_errors_permanent_only_when_no_retry_can_help() -> None:
-    """The Kafka sink's failures are PublishErrors: permanent when every broker error says it is not retriable,
-    transient otherwise."""
+    """The Kafka sink's failures are PublishErrors: permanent when a broker error is one no retry can cure
+    (bridge.sinks.kafka_errors), transient otherwise, even where aiokafka says it will not retry."""
+    from aiokafka.errors import MessageSizeTooLargeError, UnknownError
 
-    class Retriable(Exception):
-        retriable = True
-
-    class Fatal(Exception):
-        retriable = False
-
-    assert isinstance(KafkaPublishError("x", [Retriable()]), PublishError)
-    assert KafkaPublishError("x", [Retriable(), Fatal()]).permanent is False
-    assert KafkaPublishError("x", [Fatal()]).permanent is True
+    assert isinstance(KafkaPublishError("x", [UnknownError()]), PublishError)
+    assert KafkaPublishError("x", [UnknownError()]).permanent is False
+    assert KafkaPublishError("x", [MessageSizeTooLargeError()]).permanent is True
     assert KafkaPublishError("x", [], permanent=True).permanent is True

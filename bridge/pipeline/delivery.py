@@ -6,11 +6,11 @@ awaits its confirmations: up to ``depth`` groups in flight (group commit: groups
 writes them in order on every partition). Groups are settled oldest first, once confirmed. A failed group is
 retried with backoff; a *permanent* failure (``PublishError`` with ``permanent=True``: a record the broker can
 never take) makes the worker publish the group record by record and dead-letter the records that cannot be
-published, so one bad record never blocks the stream. With ``depth`` above 1, a group that fails for good
-after the producer's own retries (a broker unreachable for longer than its request timeout) is published again
-after the groups behind it: per-subject order then holds within each group, not across them; ``depth`` 1 keeps
-it across groups too, at the cost of one broker round trip per group. The outbox is bounded in bytes:
-``room()`` makes admission wait while it is full (backpressure).
+published, so one bad record never blocks the stream. After a transient failure only the records the sink did
+not acknowledge (``PublishError.unconfirmed``) are published again, in order, until the broker takes them; the
+Kafka sink replaces its producer first, once every group in flight resolved (docs/design.md, "Delivery": the
+error classes at the sink, and what order holds with ``depth`` above 1). The outbox is bounded in bytes: ``room()``
+makes admission wait while it is full (backpressure).
 
 Before a group is handed to the sink the plug-in (``bridge.pipeline.plugin``) plans it; once the sink confirmed it,
 ``bridge.pipeline.settlement`` runs the after-confirm steps, oldest group first.
@@ -32,6 +32,7 @@ from bridge.metrics import DEADLETTERED, EVENTS_OUT, MetricGroup, Metrics
 from bridge.model import DeadLetter, Encoder, OutRecord, PublishError, Sink
 from bridge.pipeline.plugin import GroupPlan, GroupPlugin
 from bridge.pipeline.records import DeadRecord, Record
+from bridge.pipeline.router import Route
 from bridge.pipeline.settlement import Settlement
 from bridge.retry import PUBLISH, Backoff
 
@@ -46,7 +47,8 @@ class DeliveryMetrics(MetricGroup):
     def __init__(self, m: Metrics) -> None:
         super().__init__(m)
         self.events_out = m.counter_of(EVENTS_OUT)
-        self.publish_errors = m.counter("bridge_publish_errors", "Failed publish attempts (retried)")
+        self.publish_errors = m.counter("bridge_publish_errors",
+                                        "Records of failed publish attempts (each record once per failed attempt)")
         self.publish_latency = m.histogram("bridge_publish_latency_seconds",
                                            "Time to publish a group of records and get broker confirmation")
         self.e2e_latency = m.histogram("bridge_event_latency_seconds",
@@ -240,13 +242,8 @@ class Delivery:
             published = group.out
         except (asyncio.CancelledError, Exception) as exc:
             reraise_if_cancelled(exc, self.stopping)
-            self.metrics.publish_errors.inc()
             self.publish_failing = True
-            if isinstance(exc, PublishError) and exc.permanent:
-                published = await self._isolate(group.box)
-            else:
-                log.warning("pipeline.publish_failed", records=len(group.out), error=f"{type(exc).__name__}: {exc}")
-                published = await self._publish(group.out, group.box)
+            published = await self._republish(group, exc)
         now = self._clock()
         self._observe_latency(group.records, now)
         self._count(published)
@@ -278,23 +275,33 @@ class Delivery:
         for route, n in per_route.items():
             self.metrics.events_out.labels(route).inc(n)
 
-    async def _publish(self, out: list[OutRecord], box: Sequence[Entry]) -> list[OutRecord]:
-        """Publish ``out``; return the records the sink confirmed (all of them, unless some were isolated
-        as unpublishable and replaced by dead letters)."""
-        if not out:  # only records that matched no route: nothing to publish, settle them
-            return out
+    async def _republish(self, group: _Group, exc: BaseException) -> list[OutRecord]:
+        """A group's confirmation failed: publish again what the broker did not acknowledge, with backoff until
+        it is (a transient failure), or isolate it (``PublishError.permanent``: no retry can help). Returns the
+        records the sink confirmed (all, unless some were isolated as unpublishable and replaced by dead letters).
+        A permanent failure counts no publish error here: the isolation counts each record that fails again."""
+        pending = _unconfirmed(exc, group.out)
+        if isinstance(exc, PublishError) and exc.permanent:
+            return await self._isolate(group.box, group.out, pending)
+        self.metrics.publish_errors.inc(len(pending))
+        log.warning("pipeline.publish_failed", records=len(group.out), unconfirmed=len(pending),
+                    error=f"{type(exc).__name__}: {exc}")
         try:
-            await self._publish_with_retry(out)
-            return out
-        except _Permanent:
-            return await self._isolate(box)
+            await self._publish_with_retry(pending)
+            return group.out
+        except _Permanent as perm:
+            return await self._isolate(group.box, group.out, perm.unconfirmed)
 
-    async def _publish_with_retry(self, out: list[OutRecord]) -> None:
+    async def _publish_with_retry(self, out: Sequence[OutRecord]) -> None:
+        """Publish until the sink confirmed every record: after a transient failure only what it did not
+        acknowledge is published again (in order), with backoff; a permanent one raises ``_Permanent``. Each
+        record of a failed attempt counts one publish error."""
         retries = self._backoff.retries()
+        pending: Sequence[OutRecord] = out
         while True:
             t0 = time.perf_counter()
             try:
-                await self.sink.publish(out)
+                await self.sink.publish(pending)
                 self.metrics.publish_latency.observe(time.perf_counter() - t0)
                 self.publish_failing = False
                 return
@@ -302,33 +309,45 @@ class Delivery:
                 reraise_if_cancelled(exc, self.stopping)
                 # a CancelledError raised inside the client library (this task was not cancelled) is a
                 # failed attempt like any other: retried, never the silent end of the delivery worker
-                self.metrics.publish_errors.inc()
+                pending = _unconfirmed(exc, pending)
+                self.metrics.publish_errors.inc(len(pending))
                 self.publish_failing = True
                 if isinstance(exc, PublishError) and exc.permanent:
-                    raise _Permanent(exc) from exc
+                    raise _Permanent(exc, pending) from exc
                 delay = retries.failed()
                 log.warning(
-                    "pipeline.publish_failed", attempt=retries.failures, records=len(out), retry_in=delay,
+                    "pipeline.publish_failed", attempt=retries.failures, records=len(pending), retry_in=delay,
                     error=f"{type(exc).__name__}: {exc}",
                 )
                 if self.give_up_at is not None and self._clock() > self.give_up_at:
                     raise
                 await asyncio.sleep(delay)
 
-    async def _isolate(self, box: Sequence[Entry]) -> list[OutRecord]:
-        """A publish failed for good: publish entry by entry (each route separately) and dead-letter what
-        cannot be published; transient failures on the way are retried as usual."""
-        published: list[OutRecord] = []
+    async def _isolate(self, box: Sequence[Entry], out: Sequence[OutRecord],
+                       unconfirmed: Sequence[OutRecord]) -> list[OutRecord]:
+        """A publish failed for good: publish the ``unconfirmed`` records one by one (each route separately) and
+        dead-letter what cannot be published; transient failures on the way are retried as usual. ``out`` is the
+        group's records as ``_start`` built them from ``box``: what is not in ``unconfirmed`` was acknowledged."""
+        todo = {id(r) for r in unconfirmed}
+        published = [r for r in out if id(r) not in todo]
         enc = self.encoder
+        j = 0  # walks ``out`` in step with ``box``
         for e in box:
             if isinstance(e, DeadRecord):  # a dead letter always fits the broker's limit (it is truncated)
-                await self._publish_or_report([e.out], published)
+                rec, j = out[j], j + 1
+                if id(rec) in todo:
+                    await self._publish_or_report([rec], published)
                 continue
+            kept: list[Route] = []
             for route in e.routes:
-                rec = enc.record(route.name, route.topic, e)
+                rec, j = out[j], j + 1
+                if id(rec) not in todo:
+                    kept.append(route)
+                    continue
                 try:
                     await self._publish_with_retry([rec])
                     published.append(rec)
+                    kept.append(route)
                     continue
                 except _Permanent as perm:
                     reason = f"publish failed: {type(perm.error).__name__}: {perm.error}"
@@ -341,7 +360,7 @@ class Delivery:
                 log.error("pipeline.unpublishable", id=event_id, source=source, route=route.name,
                           reason=reason)
                 await self._publish_or_report([dl], published)
-                e.routes = tuple(r for r in e.routes if r is not route)  # what was published, for the plug-in
+            e.routes = tuple(kept)  # what was published, for the plug-in
         return published
 
     async def _publish_or_report(self, recs: list[OutRecord], published: list[OutRecord]) -> None:
@@ -355,6 +374,14 @@ class Delivery:
 
 
 class _Permanent(Exception):
-    def __init__(self, error: BaseException) -> None:
+    def __init__(self, error: BaseException, unconfirmed: Sequence[OutRecord]) -> None:
         super().__init__(str(error))
         self.error = error
+        self.unconfirmed = unconfirmed
+
+
+def _unconfirmed(exc: BaseException, attempted: Sequence[OutRecord]) -> Sequence[OutRecord]:
+    """What a failed publish of ``attempted`` left unacknowledged: the sink's word when it gives one, else all."""
+    if isinstance(exc, PublishError) and exc.unconfirmed is not None:
+        return exc.unconfirmed
+    return attempted

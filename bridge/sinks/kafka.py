@@ -6,7 +6,10 @@ partition like the default partitioner (murmur2 of the key; records without key 
 chosen partition), groups records by (topic, partition) preserving their order, fills
 ``producer.create_batch()`` builders, hands them to ``send_batch`` and awaits all the delivery futures
 together: no per-record await. It returns only when the broker acknowledged every record and raises
-``KafkaPublishError`` otherwise (``permanent`` when retrying cannot help: a record over ``max_request_bytes``).
+``KafkaPublishError`` otherwise, naming the records not acknowledged (``unconfirmed``); ``permanent`` when retrying
+cannot help (``bridge.sinks.kafka_errors``: a record over ``max_request_bytes``, invalid, not authorized). After a
+batch failed the producer is replaced before anything more is sent (``recover``): aiokafka's producer keeps
+sequence numbers the broker no longer agrees with, and a new one must not overtake what the old one still holds.
 """
 
 from __future__ import annotations
@@ -30,9 +33,9 @@ from aiokafka.errors import (
 from aiokafka.partitioner import DefaultPartitioner
 from pydantic import Field, model_validator
 
-from bridge.aio import completed
+from bridge.aio import completed, reraise_if_cancelled
 from bridge.kafka_common import KafkaClientSettings
-from bridge.model import Header, OutRecord, Probe, PublishError
+from bridge.model import OutRecord, Probe, PublishError
 from bridge.retry import PUBLISH
 from bridge.sinks.encoding import (
     STRUCTURED_CONTENT_TYPE,
@@ -42,6 +45,7 @@ from bridge.sinks.encoding import (
     decode_record,
     encoder_for,
 )
+from bridge.sinks.kafka_errors import is_permanent
 from bridge.sinks.registry import SinkConnector, register
 
 __all__ = [
@@ -55,8 +59,10 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-_Record = tuple[bytes | None, bytes, list[Header]]
+_Span = tuple["asyncio.Future[Any]", tuple[str, int], int, int]
+"""One batch handed to the producer: its future, (topic, partition), and the slice of that partition's records."""
 _T = TypeVar("_T")
+_STOP_TIMEOUT = 10.0
 _default_partitioner = DefaultPartitioner()
 _partition_memo: dict[tuple[bytes, int], int] = {}
 
@@ -74,11 +80,13 @@ def _partitioner(key: bytes, partitions: list[int], available: list[int]) -> int
 
 
 class KafkaPublishError(PublishError):
-    """Some records of a ``publish`` call were not acknowledged by the broker."""
+    """Some records of a ``publish`` call were not acknowledged by the broker; ``permanent`` when one of the
+    errors is (``bridge.sinks.kafka_errors.is_permanent``)."""
 
-    def __init__(self, message: str, errors: Sequence[BaseException], *, permanent: bool = False) -> None:
-        permanent = permanent or (bool(errors) and all(not getattr(e, "retriable", True) for e in errors))
-        super().__init__(message, permanent=permanent)
+    def __init__(self, message: str, errors: Sequence[BaseException], *, permanent: bool = False,
+                 unconfirmed: Sequence[OutRecord] | None = None) -> None:
+        permanent = permanent or any(is_permanent(e) for e in errors)
+        super().__init__(message, permanent=permanent, unconfirmed=unconfirmed)
         self.errors = list(errors)
 
 
@@ -89,36 +97,50 @@ class _Handover:
     for the topic yet, no room in the partition's queue within the request timeout: a broker restarting, a topic
     being created, a leader moving) is waited out with backoff instead of failing the group: the batches already
     handed over stay where they are, so nothing is written twice and each partition keeps the order of the
-    group. Errors that retrying cannot help (``retriable`` false, other than the producer's own timeout) raise."""
+    group. It stops waiting when a batch already handed over failed (the producer must be replaced first: the
+    rest of the group is then unconfirmed); other errors raise."""
 
     __slots__ = ("_retries", "_sink", "_waiting")
 
-    def __init__(self, sink: str) -> None:
+    def __init__(self, sink: KafkaSink) -> None:
         self._sink = sink
         self._retries = PUBLISH.retries()
         self._waiting = False
 
-    async def send(self, producer: AIOKafkaProducer, batch: Any, topic: str, partition: int) -> asyncio.Future[Any]:
-        return await self.retrying(lambda: producer.send_batch(batch, topic, partition=partition))
+    async def send(self, producer: AIOKafkaProducer, batch: Any, tp: tuple[str, int]) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = await self.retrying(lambda: producer.send_batch(batch, tp[0], partition=tp[1]))
+        self._sink._track(fut)
+        return fut
 
     async def retrying(self, step: Callable[[], Awaitable[_T]]) -> _T:
+        sink = self._sink
         while True:
+            if sink.broken is not None:
+                raise _Unsent(sink.broken)
             try:
                 result = await step()
             except (KafkaTimeoutError, KafkaConnectionError, NotLeaderForPartitionError, LeaderNotAvailableError,
                     UnknownTopicOrPartitionError, RequestTimedOutError, NodeNotReadyError) as exc:
                 delay = self._retries.failed()
                 if not self._waiting or self._retries.failures % 20 == 0:
-                    log.warning("kafka.handover_waiting", sink=self._sink, attempt=self._retries.failures,
+                    log.warning("kafka.handover_waiting", sink=sink.name, attempt=self._retries.failures,
                                 retry_in=round(delay, 2), error=f"{type(exc).__name__}: {exc}")
                 self._waiting = True
                 await asyncio.sleep(delay)
                 continue
             if self._waiting:
-                log.info("kafka.handover_resumed", sink=self._sink, attempts=self._retries.failures)
+                log.info("kafka.handover_resumed", sink=sink.name, attempts=self._retries.failures)
                 self._waiting = False
                 self._retries.succeeded()
             return result
+
+
+class _Unsent(Exception):
+    """The handover stopped: a batch handed over earlier failed, and the producer is to be replaced."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(f"not handed over: the producer failed a batch ({cause!r}) and is being replaced")
+        self.cause = cause
 
 
 class KafkaSinkConfig(KafkaClientSettings):
@@ -135,8 +157,8 @@ class KafkaSinkConfig(KafkaClientSettings):
     max_inflight_groups: int = Field(
         1, ge=1, le=16,
         description="publish groups handed to the producer before the oldest is confirmed (throughput and latency "
-        "at the broker's round trip); 1 keeps per-subject order across groups even when a group fails for good "
-        "after the producer's retries (docs/operations.md)",
+        "at the broker's round trip); 1 keeps per-subject order across groups even across a broker failure without "
+        "the idempotent producer (docs/operations.md)",
     )
     max_batch_bytes: int = Field(512 * 1024, ge=1024, description="bytes of one producer batch (per partition)")
     max_request_bytes: int = Field(
@@ -176,6 +198,11 @@ class KafkaSink:
         self.name = config.name
         self._client_overrides = client_overrides
         self._producer: AIOKafkaProducer | None = None
+        self._pending: set[asyncio.Future[Any]] = set()  # batches handed over and not resolved yet
+        self._broken: BaseException | None = None
+        self._generation = 0  # of the producer: a late callback of a replaced one marks nothing
+        self._recovering = asyncio.Lock()
+        self.producer_replacements = 0
         self._encoder = encoder_for(config.mode, self.max_record_bytes)
 
     @property
@@ -230,17 +257,68 @@ class KafkaSink:
         log.info("kafka.sink_stopped", sink=self.name)
 
     async def publish(self, records: Sequence[OutRecord]) -> None:
+        """Publish and wait for the broker's acknowledgements; after a failed batch the producer is replaced first
+        (``recover``)."""
+        if self._broken is not None:
+            await self.recover()
         await (await self.enqueue(records))
+
+    @property
+    def broken(self) -> BaseException | None:
+        """The first failure of a batch since the producer was started: set, nothing more is handed to this
+        producer, and ``publish`` replaces it first."""
+        return self._broken
+
+    async def recover(self) -> None:
+        """Replace the producer after a batch failed: wait until every batch in flight resolved (the old producer
+        keeps retrying what it may still write: nothing of it may land after what is re-sent), stop it, start a new
+        one (a new producer id: the broker's sequence numbers of the old one no longer matter). Raises what the new
+        producer's start raises, e.g. the broker still down: the caller retries later."""
+        async with self._recovering:
+            if self._broken is None:
+                return
+            if self._pending:
+                log.warning("kafka.producer_draining", sink=self.name, batches=len(self._pending),
+                            error=repr(self._broken))
+                await asyncio.wait(set(self._pending))
+            old, self._producer = self._producer, None
+            self._generation += 1
+            if old is not None:
+                try:
+                    await asyncio.wait_for(old.stop(), _STOP_TIMEOUT)
+                except (asyncio.CancelledError, Exception) as exc:
+                    reraise_if_cancelled(exc)
+                    log.warning("kafka.producer_stop_failed", sink=self.name, error=repr(exc))
+            await self.start()
+            self.producer_replacements += 1
+            log.warning("kafka.producer_replaced", sink=self.name, after=repr(self._broken))
+            self._broken = None
+
+    def _track(self, fut: asyncio.Future[Any]) -> None:
+        """Keep a handed-over batch's future until it resolves; its failure marks the producer broken."""
+        self._pending.add(fut)
+        generation = self._generation
+
+        def settled(f: asyncio.Future[Any]) -> None:
+            self._pending.discard(f)
+            error = asyncio.CancelledError() if f.cancelled() else f.exception()
+            if error is not None and self._broken is None and generation == self._generation:
+                self._broken = error
+
+        fut.add_done_callback(settled)
 
     async def enqueue(self, records: Sequence[OutRecord]) -> Awaitable[None]:
         """Append the records to the producer's batches (per partition, in order) and return the awaitable of
-        their acknowledgements; a record the broker can never take raises at once (``permanent``)."""
+        their acknowledgements; a record the broker can never take raises at once (``permanent``). A failure names
+        the records not acknowledged (``unconfirmed``): per partition, from the first failed batch on."""
         if not records:
             return completed()
+        if self._broken is not None:  # nothing more for a producer that failed a batch: it is replaced first
+            raise self._failure(records, {}, [], [_Unsent(self._broken)])
         producer = self.producer
-        by_topic: dict[str, list[_Record]] = {}
+        by_topic: dict[str, list[int]] = {}
         limit = self.config.max_request_bytes
-        for _, topic, key, value, headers in records:
+        for i, (_, topic, key, value, headers) in enumerate(records):
             if len(value) > limit:  # the broker would refuse it (message.max.bytes): retrying cannot help
                 size = len(value) + len(key or b"") + sum(len(k) + len(v) for k, v in headers)
                 msg = f"record of {size} bytes exceeds max_request_bytes ({limit}) for topic {topic}"
@@ -248,58 +326,75 @@ class KafkaSink:
             group = by_topic.get(topic)
             if group is None:
                 group = by_topic[topic] = []
-            group.append((key, value, headers))
+            group.append(i)
 
-        futures: list[asyncio.Future[Any]] = []
-        hand = _Handover(self.name)
+        spans: list[_Span] = []
+        groups: dict[tuple[str, int], list[int]] = {}
+        hand = _Handover(self)
         try:
-            groups = await hand.retrying(lambda: self._group(producer, by_topic))
-            for (topic, partition), group_records in groups.items():
-                batch = producer.create_batch()
-                for key, value, headers in group_records:
+            groups = await hand.retrying(lambda: self._group(producer, records, by_topic))
+            for tp, indices in groups.items():
+                batch, first = producer.create_batch(), 0
+                for n, i in enumerate(indices):
+                    _, _, key, value, headers = records[i]
                     if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
-                        futures.append(await hand.send(producer, batch, topic, partition))
-                        batch = producer.create_batch()
+                        spans.append((await hand.send(producer, batch, tp), tp, first, n))
+                        batch, first = producer.create_batch(), n
                         if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
                             msg = f"record of {len(value)} bytes does not fit a batch (max_batch_bytes)"
                             raise KafkaPublishError(msg, [], permanent=True)
                 if batch.record_count():
-                    futures.append(await hand.send(producer, batch, topic, partition))
+                    spans.append((await hand.send(producer, batch, tp), tp, first, len(indices)))
         except Exception as exc:
-            await asyncio.gather(*futures, return_exceptions=True)
-            log.error("kafka.publish_failed", sink=self.name, error=repr(exc))
-            if isinstance(exc, KafkaPublishError):
-                raise
-            raise KafkaPublishError(f"publish failed: {exc!r}", [exc]) from exc
-        return asyncio.ensure_future(self._confirmed(futures))
+            await asyncio.gather(*(span[0] for span in spans), return_exceptions=True)
+            raise self._failure(records, groups, spans, [exc], handed_all=False) from exc
+        return asyncio.ensure_future(self._confirmed(records, groups, spans))
 
-    async def _confirmed(self, futures: list[asyncio.Future[Any]]) -> None:
-        results = await asyncio.gather(*futures, return_exceptions=True)
+    async def _confirmed(self, records: Sequence[OutRecord], groups: dict[tuple[str, int], list[int]],
+                         spans: list[_Span]) -> None:
+        results = await asyncio.gather(*(span[0] for span in spans), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
-            log.error(
-                "kafka.publish_failed", sink=self.name, failed_batches=len(errors), error=repr(errors[0])
-            )
-            raise KafkaPublishError(
-                f"{len(errors)} of {len(futures)} batches not acknowledged: {errors[0]!r}", errors
-            )
+            raise self._failure(records, groups, spans, errors)
+
+    def _failure(self, records: Sequence[OutRecord], groups: dict[tuple[str, int], list[int]], spans: list[_Span],
+                 errors: list[BaseException], *, handed_all: bool = True) -> KafkaPublishError:
+        """The error of a group whose batches did not all get acknowledged. Its ``unconfirmed`` records: per
+        partition, everything from the first failed (or never handed over) batch on, in the order given."""
+        if not groups:  # nothing was handed over
+            unconfirmed = list(records)
+        else:
+            first = {tp: len(indices) for tp, indices in groups.items()}
+            if not handed_all:
+                first = dict.fromkeys(groups, 0)
+                for _, tp, _, end in spans:
+                    first[tp] = end
+            for fut, tp, start, _ in spans:
+                if (fut.cancelled() or fut.exception() is not None) and start < first[tp]:
+                    first[tp] = start
+            unconfirmed = [records[i] for i in sorted(i for tp, ix in groups.items() for i in ix[first[tp]:])]
+        error = errors[0].cause if isinstance(errors[0], _Unsent) else errors[0]
+        msg = f"{len(unconfirmed)} of {len(records)} records not acknowledged: {error!r}"
+        log.error("kafka.publish_failed", sink=self.name, records=len(records), unconfirmed=len(unconfirmed),
+                  failed_batches=len(errors), error=repr(error))
+        return KafkaPublishError(msg, errors, unconfirmed=unconfirmed)  # (_Unsent: transient, never tried)
 
     @staticmethod
     async def _group(
-        producer: AIOKafkaProducer, by_topic: Mapping[str, list[_Record]]
-    ) -> dict[tuple[str, int], list[_Record]]:
-        """Records grouped by (topic, partition) in arrival order, partition chosen from the key."""
-        groups: dict[tuple[str, int], list[_Record]] = {}
-        for topic, records in by_topic.items():
+        producer: AIOKafkaProducer, records: Sequence[OutRecord], by_topic: Mapping[str, list[int]]
+    ) -> dict[tuple[str, int], list[int]]:
+        """Record indices grouped by (topic, partition) in arrival order, partition chosen from the key."""
+        groups: dict[tuple[str, int], list[int]] = {}
+        for topic, indices in by_topic.items():
             partitions = sorted(await producer.partitions_for(topic))
             if not partitions:
                 raise KafkaPublishError(f"topic {topic} has no partitions", [])
             available = sorted(producer.client.cluster.available_partitions_for_topic(topic)) or partitions
             sticky = random.choice(available)  # records without key: one partition per call and topic
-            for record in records:
-                key = record[0]
+            for i in indices:
+                key = records[i].key
                 partition = _partitioner(key, partitions, available) if key is not None else sticky
-                groups.setdefault((topic, partition), []).append(record)
+                groups.setdefault((topic, partition), []).append(i)
         return groups
 
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Sequence
 
-from bridge.model import OutRecord
+import pytest
+
+from bridge.model import OutRecord, PublishError
 from bridge.pipeline.core import Pipeline
 from bridge.pipeline.dedup import Deduplicator, MemoryDedupStore
 from bridge.pipeline.router import Route, Router
@@ -139,3 +141,26 @@ async def test_a_large_outbox_is_published_in_bounded_groups() -> None:
     assert [dict(r.headers)["ce_id"] for r in sink.records] == [f"g{i}".encode() for i in range(600)]
     share = p.delivery.max_group_bytes
     assert len(sink.group_bytes) >= 3 and max(sink.group_bytes) <= share + 2000, (share, sink.group_bytes)
+
+
+@pytest.mark.parametrize("permanent", [False, True])
+async def test_a_failed_group_republishes_only_what_the_sink_did_not_acknowledge(permanent: bool) -> None:
+    """A transient failure naming the unacknowledged records: only those are published again, in order, each
+    counted as one publish error; a permanent one isolates only those (the acknowledged ones are not re-sent)."""
+    sink = ControlledSink()
+    p = pipeline(sink, depth=1)
+    src = InMemorySource(batch_size=3)
+    for i in range(3):
+        src.put(sagemaker_training_event(f"e{i}", f"j{i}", i))
+    src.close_input()
+    async for b in src.batches():
+        await p.submit(b)
+    await wait_for(lambda: len(sink.groups) == 1, within=5, every=0.005, what="the group handed to the sink")
+    group = sink.groups[0]
+    sink.confirmations[0].set_exception(PublishError("2 of 3 not acknowledged", permanent=permanent,
+                                                     unconfirmed=group[1:]))
+    await p.wait_idle()
+    assert src.all_acked_once
+    assert [dict(r.headers)["ce_id"] for r in sink.records] == [b"e1", b"e2"]
+    assert p.metrics.registry.get_sample_value("bridge_publish_errors_total") == (0 if permanent else 2)
+    assert p.metrics.registry.get_sample_value("bridge_events_out_total", {"route": "all"}) == 3
