@@ -7,9 +7,12 @@ prefix and lifetime; they are kept whether or not ``dedup.enabled`` is on.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 TOPIC_PATTERN = r"^[A-Za-z0-9._-]+$"
+_CONFIG_KEY = re.compile(r"^[a-z0-9]+(\.[a-z0-9]+)*$")
 STATE_ROUTE = "state"
 """Route name of the state topic's records (metrics label, replay output)."""
 
@@ -30,6 +33,12 @@ class StateConfig(BaseModel):
         "is not compacted",
     )
     partitions: int = Field(3, ge=1, description="partitions of the state topic when the bridge creates it")
+    topic_config: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="more topic configs of the state topic when the bridge creates it, e.g. {segment.ms: "
+        "3600000, min.compaction.lag.ms: 0, min.cleanable.dirty.ratio: 0.1} (how soon Kafka compacts it: "
+        "only rolled segments are compacted); cleanup.policy is compact and may only add delete",
+    )
     replication_factor: int | None = Field(
         None, ge=1, description="replication factor of the state topic when the bridge creates it; unset: "
         "min(3, number of brokers)",
@@ -46,3 +55,22 @@ class StateConfig(BaseModel):
         "forgotten first (about 250 bytes each, measured)",
     )
     key_prefix: str = Field("bridge:state:", description="prefix of the Redis keys (dedup.store redis)")
+
+    @field_validator("topic_config")
+    @classmethod
+    def _topic_config(cls, value: dict[str, str | int | float | bool]) -> dict[str, str | int | float | bool]:
+        for key, setting in value.items():
+            if not _CONFIG_KEY.match(key):
+                raise ValueError(f"{key!r} is not a topic config name (such as segment.ms)")
+            if key == "cleanup.policy" and "compact" not in str(setting).replace(" ", "").split(","):
+                raise ValueError(f"cleanup.policy {setting!r}: the state topic must stay compacted "
+                                 "(compact, or compact,delete)")
+        return value
+
+    def topic_configs(self) -> dict[str, str]:
+        """The configs the state topic is created with: ``cleanup.policy=compact`` and ``topic_config``, as
+        Kafka's strings (``true``/``false`` for booleans)."""
+        out = {"cleanup.policy": "compact"}
+        for key, setting in self.topic_config.items():
+            out[key] = str(setting).lower() if isinstance(setting, bool) else str(setting)
+        return out

@@ -4,8 +4,9 @@ Kafka keeps the latest record per key of a compacted topic (``cleanup.policy=com
 from the start gets one current record per subject. ``ensure_state_topic`` runs once before the first publish
 (a broker with ``auto.create.topics.enable`` would otherwise create it on first use, *not* compacted). It lists
 the topics (a metadata request for all topics never auto-creates one); a missing topic is created with
-``cleanup.policy=compact``, ``state.partitions`` partitions and ``state.replication_factor`` replicas (unset:
-min(3, brokers); aiokafka's CreateTopics goes up to version 3, which has no "broker default" replication); an
+``cleanup.policy=compact`` and the ``state.topic_config`` settings (how soon Kafka compacts it),
+``state.partitions`` partitions and ``state.replication_factor`` replicas (unset: min(3, brokers); aiokafka's
+CreateTopics goes up to version 3, which has no "broker default" replication); an
 existing one has its ``cleanup.policy`` read (DescribeConfigs) and a warning is logged when it is not compact.
 Nothing here stops the bridge: without CREATE or DESCRIBE_CONFIGS permission it logs what to do and goes on.
 
@@ -78,13 +79,13 @@ async def ensure_state_topic(settings: KafkaClientSettings, state: StateConfig) 
             brokers = len((await admin.describe_cluster()).get("brokers", [])) or 1
             replicas = state.replication_factor or min(3, brokers)
             response: Any = await admin.create_topics(
-                [NewTopic(topic, state.partitions, replicas, topic_configs={"cleanup.policy": "compact"})]
+                [NewTopic(topic, state.partitions, replicas, topic_configs=state.topic_configs())]
             )
             for _, code, message in response.topic_errors:
                 if code and code != _TOPIC_ALREADY_EXISTS:
                     raise RuntimeError(f"CreateTopics {topic}: error {code} {message or ''}".strip())
             log.info("state.topic_created", topic=topic, partitions=state.partitions, replication_factor=replicas,
-                     cleanup_policy="compact")
+                     configs=state.topic_configs())
             return "created"
         policy = await _cleanup_policy(admin, topic)
         if policy is None or "compact" not in policy.split(","):

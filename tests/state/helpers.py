@@ -1,7 +1,11 @@
-"""Shared helpers of the bridge.state tests: SageMaker events with a SecondaryStatus, pipelines from configs."""
+"""Shared helpers of the bridge.state tests: SageMaker events with a SecondaryStatus, pipelines from configs,
+the bridge writing a state topic on a broker, the ``bridge`` CLI."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -11,9 +15,13 @@ from bridge.config import parse_config
 from bridge.metrics import Metrics
 from bridge.model import RawMessage, SourceBatch
 from bridge.pipeline.core import Pipeline
+from bridge.sinks.kafka import KafkaSink
 from bridge.state.store import StateStore
+from bridge.state.topic import ensure_state_topic
 from bridge.testing.events import sagemaker_training_event
 from bridge.testing.memory import CapturingSink
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def job_event(id: str, job: str, second: int, status: str = "InProgress", secondary: str = "Training",
@@ -46,3 +54,29 @@ def published(sink: CapturingSink, route: str) -> list[tuple[str, str | None, st
     """(id, status, SecondaryStatus) of what ``route`` published, in order."""
     return [(d.event.id, d.event.status, (d.event.data or {}).get("SecondaryStatus", ""))
             for d in sink.routed if d.route == route]
+
+
+async def write_state(data: dict[str, Any], *batches: SourceBatch) -> str:
+    """What ``bridge run`` does with the config ``data`` (a Kafka sink and a state topic) for the batches: the
+    state topic created or checked, each batch submitted in turn, everything delivered. Returns what
+    ``ensure_state_topic`` found or did (``created``, ``compacted``, ...)."""
+    cfg = parse_config(data)
+    assert cfg.sink is not None
+    found = await ensure_state_topic(cfg.sink, cfg.state)
+    sink = KafkaSink(cfg.sink)
+    await sink.start()
+    p = build_pipeline(cfg, sink, Metrics())
+    try:
+        for b in batches:
+            await p.submit(b)
+        await p.flush()
+    finally:
+        await p.close(grace=5)
+        await sink.stop()
+    return found
+
+
+def bridge_cli(*args: str, stderr: Any = subprocess.PIPE) -> subprocess.CompletedProcess[str]:
+    """``bridge ARGS`` in a child process (stdout and, unless redirected, stderr captured as text)."""
+    return subprocess.run([sys.executable, "-m", "bridge.cli", *args], stdout=subprocess.PIPE, stderr=stderr,
+                          text=True, timeout=120, cwd=ROOT, check=False)

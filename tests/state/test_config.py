@@ -34,3 +34,18 @@ def test_invalid_state_options_are_explained_with_their_location() -> None:
     errors = _errors({"routes": [{"name": "state", "topic": "x"}], "state": {"topic": "ml.state"}})
     assert "route name 'state' is reserved for the state topic" in errors[0][1]
     parse_config({"routes": [{"name": "state", "topic": "x"}]})  # fine without a state topic
+
+
+def test_state_topic_config_adds_topic_settings_but_never_drops_compaction() -> None:
+    """state.topic_config adds topic configs (Kafka strings, booleans lower case) to cleanup.policy=compact; a
+    policy without compact and a name that is no topic config are errors at their location."""
+    state = parse_config({"state": {"topic": "s", "topic_config": {
+        "segment.ms": 60000, "min.cleanable.dirty.ratio": 0.1, "preallocate": True,
+        "cleanup.policy": "compact,delete"}}}).state
+    assert state.topic_configs() == {"cleanup.policy": "compact,delete", "segment.ms": "60000",
+                                     "min.cleanable.dirty.ratio": "0.1", "preallocate": "true"}
+    assert parse_config({"state": {"topic": "s"}}).state.topic_configs() == {"cleanup.policy": "compact"}
+    errors = _errors({"state": {"topic": "s", "topic_config": {"cleanup.policy": "delete"}}})
+    assert errors[0][0] == "state.topic_config" and "must stay compacted" in errors[0][1]
+    errors = _errors({"state": {"topic": "s", "topic_config": {"Segment MS": 1}}})
+    assert "'Segment MS' is not a topic config name" in errors[0][1]

@@ -3,40 +3,24 @@ per subject, newest first, filters), as JSON Lines, with a progress line on a te
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pty
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 import yaml
 
-from bridge.app import build_pipeline
-from bridge.config import parse_config
-from bridge.metrics import Metrics
-from bridge.sinks.kafka import KafkaSink
-from bridge.state.topic import ensure_state_topic
 from bridge.testing.events import azureml_run_event
-from tests.state.helpers import batch, job_event
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def bridge_cli(*args: str, stderr: Any = subprocess.PIPE) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bridge.cli", *args], stdout=subprocess.PIPE, stderr=stderr,
-                          text=True, timeout=120, cwd=ROOT, check=False)
+from tests.state.helpers import batch, bridge_cli, job_event, write_state
 
 
 @pytest.fixture(scope="module")
 def state_topic(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """A state topic written by a pipeline from both clouds; yields (topic, config file)."""
-    import asyncio
-
     topic = f"ml.state.{uuid.uuid4().hex[:8]}"
     data = {"reorder": {"max_delay_ms": 0}, "state": {"topic": topic, "partitions": 2},
             "routes": [{"name": "failed", "topic": f"ml.failed.{uuid.uuid4().hex[:8]}",
@@ -45,25 +29,14 @@ def state_topic(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) 
     cfg_path = tmp_path_factory.mktemp("state") / "bridge.yaml"
     cfg_path.write_text(yaml.safe_dump(data))
 
-    async def write() -> None:
-        cfg = parse_config(data)
-        assert cfg.sink is not None
-        assert await ensure_state_topic(cfg.sink, cfg.state) == "created"
-        sink = KafkaSink(cfg.sink)
-        await sink.start()
-        p = build_pipeline(cfg, sink, Metrics())
-        try:
-            await p.submit(batch(job_event("a1", "job-a", 10), job_event("b1", "job-b", 20),
-                                 azureml_run_event("r1", "run-1", 15), azureml_run_event("r2", "run-2", 25)))
-            await p.submit(batch(job_event("a2", "job-a", 40, "Failed", "Failed"),
-                                 azureml_run_event("r3", "run-1", 50, "Failed"), job_event("b2", "job-b", 30)))
-            await p.submit(batch(job_event("a0", "job-a", 5)))  # late: never overwrites job-a's newer state
-            await p.flush()
-        finally:
-            await p.close(grace=5)
-            await sink.stop()
-
-    asyncio.run(write())
+    assert asyncio.run(write_state(
+        data,
+        batch(job_event("a1", "job-a", 10), job_event("b1", "job-b", 20),
+              azureml_run_event("r1", "run-1", 15), azureml_run_event("r2", "run-2", 25)),
+        batch(job_event("a2", "job-a", 40, "Failed", "Failed"),
+              azureml_run_event("r3", "run-1", 50, "Failed"), job_event("b2", "job-b", 30)),
+        batch(job_event("a0", "job-a", 5)),  # late: never overwrites job-a's newer state
+    )) == "created"
     yield topic, cfg_path
 
 
