@@ -4,6 +4,8 @@ The bridge drains a pre-produced backlog while a hard memory limit equal to the 
 it: the container image under ``docker run --memory`` where an engine answers (``--mode docker``; the image is
 built with ``make image``), else the ``bridge run`` process in a memory cgroup of its own (``--mode cgroup``,
 root only). Either way the bridge reads its budget from the cgroup (the config sets no ``limits``), like a pod.
+The broker is Apache Kafka where a JDK and its jars are found, else tansu (``--broker``; bench/brokers.py: the
+sink is idempotent on Apache Kafka, not on tansu).
 Two backlogs: 300,000 records of about 1 KB (the bench's generated events) and 3,000 records of about 100 KB.
 The config is the Kubernetes ConfigMap's dedup/reorder/routes (memory dedup store) plus a catch-all route, so
 every unique valid event must come out. Prints one JSON line per backlog: drained or not, seconds, rate, peak
@@ -32,15 +34,18 @@ from typing import Any
 import orjson
 import yaml
 
+from bench.brokers import BROKERS, Broker, default_broker, started
 from bench.data import generate
 from bench.kafka import produce_all
-from testbed.servers import Tansu, free_port
+from testbed.servers import free_port
 
 MiB = 1024 * 1024
 
 
-def bridge_config(bootstrap: str, raw: str, prefix: str, port: int, host: str = "127.0.0.1") -> dict[str, Any]:
-    """deploy/k8s/configmap.yaml's dedup (memory store), reorder and routes, a catch-all route; no limits."""
+def bridge_config(bootstrap: str, raw: str, prefix: str, port: int, *, idempotent: bool,
+                  host: str = "127.0.0.1") -> dict[str, Any]:
+    """deploy/k8s/configmap.yaml's dedup (memory store), reorder and routes, a catch-all route; no limits; the
+    sink idempotent or not (the broker's producer family)."""
     return {
         "http": {"host": host, "port": port},
         "log": {"level": "info", "format": "json"},
@@ -56,7 +61,7 @@ def bridge_config(bootstrap: str, raw: str, prefix: str, port: int, host: str = 
             {"name": "all", "topic": f"{prefix}.all"},
         ],
         "deadletter": {"topic": f"{prefix}.dead"},
-        "sink": {"type": "kafka", "bootstrap_servers": bootstrap, "enable_idempotence": False},  # tansu has none
+        "sink": {"type": "kafka", "bootstrap_servers": bootstrap, "enable_idempotence": idempotent},
         "shutdown": {"grace_seconds": 20},
     }
 
@@ -190,17 +195,17 @@ def _workdir(base: Path, name: str) -> Iterator[Path]:
     yield path
 
 
-async def one_backlog(kafka: Tansu, name: str, records: list[tuple[bytes | None, bytes]], expected: int,
+async def one_backlog(broker: Broker, name: str, records: list[tuple[bytes | None, bytes]], expected: int,
                       args: argparse.Namespace, image: str | None, base: Path) -> dict[str, Any]:
     prefix = f"backlog-{name}-{uuid.uuid4().hex[:6]}"
-    raw = kafka.create_topic(f"{prefix}.raw", 4)
+    raw = broker.create_topic(f"{prefix}.raw", 4)
     for suffix in ("all", "failed", "models", "dead"):
-        kafka.create_topic(f"{prefix}.{suffix}", 4)
-    secs = await produce_all(kafka.bootstrap, raw, records, 4)
+        broker.create_topic(f"{prefix}.{suffix}", 4)
+    secs = await produce_all(broker.bootstrap, raw, records, 4, idempotent=broker.idempotent)
     mib = sum(len(v) for _, v in records) / MiB
     print(f"[backlog] {name}: produced {len(records):,} records ({mib:,.0f} MiB) in {secs:.1f}s", file=sys.stderr)
     port = free_port()
-    cfg = bridge_config(kafka.bootstrap, raw, prefix, port)
+    cfg = bridge_config(broker.bootstrap, raw, prefix, port, idempotent=broker.idempotent)
 
     def done() -> bool:
         return (metric(port, 'bridge_events_out_total{route="all"}') or 0) >= expected
@@ -212,7 +217,8 @@ async def one_backlog(kafka: Tansu, name: str, records: list[tuple[bytes | None,
         else:
             res = await asyncio.to_thread(run_in_cgroup, cfg, wd, limit, done, args.timeout)
     res.update({"backlog": name, "records": len(records), "mib": round(mib, 1), "expected_out": expected,
-                "mode": "docker" if image is not None else "cgroup", "limit_mib": args.memory_mb})
+                "mode": "docker" if image is not None else "cgroup", "limit_mib": args.memory_mb,
+                "broker": broker.label})
     if res["reached"] and res["seconds"]:
         res["rate"] = round(len(records) / res["seconds"])
     return res
@@ -228,27 +234,26 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
                 raise
             print(f"[backlog] no container engine ({exc!r:.200}); using a memory cgroup", file=sys.stderr)
     base = Path(args.workdir).resolve()
-    kafka = Tansu(log_dir=base / "tansu")
-    kafka.start()
     results = []
-    try:
+    with started(default_broker() if args.broker == "auto" else args.broker, base) as broker:
+        print(f"[backlog] broker: {broker.label}", file=sys.stderr)
         if args.small:
             ds = generate(args.small)
             small = [(k, v) for k, v in ds.records]
-            results.append(await one_backlog(kafka, "1kb", small, ds.unique, args, image, base))
+            results.append(await one_backlog(broker, "1kb", small, ds.unique, args, image, base))
             print(orjson.dumps(results[-1]).decode(), flush=True)
         if args.large:
             big = large_records(args.large, args.large_kb * 1024)
-            results.append(await one_backlog(kafka, f"{args.large_kb}kb", big, len(big), args, image, base))
+            results.append(await one_backlog(broker, f"{args.large_kb}kb", big, len(big), args, image, base))
             print(orjson.dumps(results[-1]).decode(), flush=True)
-    finally:
-        kafka.stop()
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.backlog", description=__doc__.splitlines()[0])
     p.add_argument("--mode", choices=["auto", "docker", "cgroup"], default="auto")
+    p.add_argument("--broker", choices=["auto", *BROKERS], default="auto",
+                   help="auto (default): Apache Kafka where a JDK and its jars are found, else tansu")
     p.add_argument("--image", help="an image already built (skips make image)")
     p.add_argument("--memory-mb", type=int, default=768, help="the hard limit (deploy/k8s/deployment.yaml: 768)")
     p.add_argument("--small", type=int, default=300_000, help="records of ~1 KB (0: skip)")

@@ -2,13 +2,14 @@
 
 Consume the input topic with ``getmany`` (same fetch settings as the bridge's Kafka source), append every
 record's key and value unchanged to one batch per output partition (``create_batch``/``send_batch``, same
-producer settings as the bridge's sink: acks=all, linger 0, 512 KiB batches), and commit each poll's
+producer settings as the bridge's sink: acks=all, idempotent unless ``--no-idempotence`` (tansu), linger 0,
+512 KiB batches), and commit each poll's
 offsets once its batches are acknowledged (in poll order, coalesced: one commit in flight at a time, as the
 bridge's source does). Polls overlap: up to ``--inflight`` polls may wait for acknowledgement.
 No parsing, no per-record work beyond the append. Prints one JSON line: records, seconds from the first
-fetched record to the last acknowledged one, rate and peak RSS.
+fetched record to the last acknowledged one, rate, peak RSS and whether the producer was idempotent.
 
-    python -m bench.baseline --bootstrap HOST:PORT --input A --output B --expect N
+    python -m bench.baseline --bootstrap HOST:PORT --input A --output B --expect N [--no-idempotence]
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from bench.kafka import PRODUCER_DEFAULTS, producer
+from bench.kafka import producer
 from bench.memory import peak_rss_mb
 
 
@@ -62,13 +63,13 @@ class _Committer:
 
 async def run(bootstrap: str, source: str, target: str, expect: int, inflight: int = 8,
               max_records: int = 1000, group: str = "bench-baseline",
-              fetch_wait_ms: int = 500) -> dict[str, Any]:
+              fetch_wait_ms: int = 500, idempotent: bool = True) -> dict[str, Any]:
     consumer = AIOKafkaConsumer(
         source, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
         auto_offset_reset="earliest", max_poll_records=max_records, fetch_max_wait_ms=fetch_wait_ms,
         fetch_max_bytes=50 * 1024 * 1024, max_partition_fetch_bytes=1024 * 1024,
     )
-    prod = producer(bootstrap, **PRODUCER_DEFAULTS)
+    prod = producer(bootstrap, idempotent=idempotent)
     await prod.start()
     await consumer.start()
     committer = _Committer(consumer)
@@ -105,7 +106,7 @@ async def run(bootstrap: str, source: str, target: str, expect: int, inflight: i
         await consumer.stop()
         await prod.stop()
     return {"records": count, "seconds": seconds, "rate": count / seconds if seconds else 0.0,
-            "peak_rss_mb": peak_rss_mb()}
+            "peak_rss_mb": peak_rss_mb(), "idempotent": prod._txn_manager is not None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,9 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--group", default="bench-baseline")
     p.add_argument("--fetch-wait-ms", type=int, default=500,
                    help="fetch_max_wait_ms (the bridge's default: 500)")
+    p.add_argument("--idempotence", action=argparse.BooleanOptionalAction, default=True,
+                   help="idempotent producer (default; --no-idempotence for tansu, which has none)")
     a = p.parse_args(argv)
     result = asyncio.run(run(a.bootstrap, a.input, a.output, a.expect, a.inflight, group=a.group,
-                             fetch_wait_ms=a.fetch_wait_ms))
+                             fetch_wait_ms=a.fetch_wait_ms, idempotent=a.idempotence))
     sys.stdout.buffer.write(orjson.dumps(result) + b"\n")
     return 0
 

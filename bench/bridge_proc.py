@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 import yaml
 
+from bench.brokers import Broker
 from bench.memory import peak_rss_mb, rss_mb
 from bridge.config import parse_config
 from testbed.servers import free_port
@@ -60,11 +61,12 @@ class Topics:
         return cls(f"{prefix}.in", f"{prefix}.jobs", f"{prefix}.models", f"{prefix}.deadletter")
 
 
-def bench_config(bootstrap: str, topics: Topics, group: str, http_port: int,
+def bench_config(bootstrap: str, topics: Topics, group: str, http_port: int, *, idempotent: bool,
                  max_delay_ms: int | None = None, fetch_max_wait_ms: int | None = None,
                  sink_linger_ms: int | None = None) -> dict[str, Any]:
-    """The bridge configuration of a run: defaults everywhere except the topics, and for the latency run
-    ``max_delay_ms`` and the source's ``fetch_max_wait_ms`` (see bench/latency.py)."""
+    """The bridge configuration of a run: defaults everywhere except the topics, the sink's idempotence (the
+    broker's producer family, bench/brokers.py), and for the latency run ``max_delay_ms`` and the source's
+    ``fetch_max_wait_ms`` (see bench/latency.py)."""
     reorder: dict[str, Any] = {"enabled": True}
     if max_delay_ms is not None:
         reorder["max_delay_ms"] = max_delay_ms
@@ -80,7 +82,7 @@ def bench_config(bootstrap: str, topics: Topics, group: str, http_port: int,
             {"name": "models", "topic": topics.models, "filters": [{"eventgrid": MODELS_FILTER}]},
         ],
         "deadletter": {"topic": topics.deadletter},
-        "sink": {"type": "kafka", "bootstrap_servers": bootstrap},
+        "sink": {"type": "kafka", "bootstrap_servers": bootstrap, "enable_idempotence": idempotent},
     }
     if fetch_max_wait_ms is not None:
         cfg["sources"][0]["fetch_max_wait_ms"] = fetch_max_wait_ms
@@ -90,6 +92,13 @@ def bench_config(bootstrap: str, topics: Topics, group: str, http_port: int,
     cfg["sink"].update(orjson.loads(os.environ.get("BENCH_SINK", "{}")))
     parse_config(cfg, env={})  # fail here, not in the child, if the config is invalid
     return cfg
+
+
+def baseline_command(broker: Broker, source: str, target: str, records: int, group: str) -> list[str]:
+    """The raw pass-through (bench/baseline.py) from ``source`` to ``target``, with the broker's producer family."""
+    return [sys.executable, "-m", "bench.baseline", "--bootstrap", broker.bootstrap, "--input", source,
+            "--output", target, "--expect", str(records), "--group", group,
+            "--idempotence" if broker.idempotent else "--no-idempotence"]
 
 
 def parse_metrics(text: str) -> dict[str, float]:

@@ -12,8 +12,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 PRODUCER_DEFAULTS: dict[str, Any] = {
-    "acks": "all",
-    "enable_idempotence": False,  # tansu has no idempotent producer
+    "acks": "all",  # idempotence: per broker (bench/brokers.py), as the bridge sink's
     "linger_ms": 0,  # as the bridge sink (it hands over whole batches)
     "max_batch_size": 512 * 1024,
     "max_request_size": 1024 * 1024 + 1024,
@@ -27,8 +26,11 @@ def partition_of(key: bytes | None, partitions: int, index: int) -> int:
     return zlib.crc32(key) % partitions
 
 
-def producer(bootstrap: str, **overrides: Any) -> AIOKafkaProducer:
-    return AIOKafkaProducer(bootstrap_servers=bootstrap, **{**PRODUCER_DEFAULTS, **overrides})
+def producer(bootstrap: str, *, idempotent: bool, **overrides: Any) -> AIOKafkaProducer:
+    """A producer of the benchmark: ``PRODUCER_DEFAULTS`` with ``overrides``, idempotent or not (the broker's
+    family, ``bench.brokers.Broker.idempotent``)."""
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=idempotent,
+                            **{**PRODUCER_DEFAULTS, **overrides})
 
 
 async def send_records(
@@ -59,11 +61,12 @@ async def send_records(
 
 
 async def produce_all(
-    bootstrap: str, topic: str, records: Sequence[tuple[bytes | None, bytes]], partitions: int,
-    chunk: int = 20_000,
+    bootstrap: str, topic: str, records: Sequence[tuple[bytes | None, bytes]], partitions: int, *,
+    idempotent: bool, chunk: int = 20_000,
 ) -> float:
     """Write every record to ``topic`` (keyed partitioning, batch API); return the seconds it took."""
-    prod = producer(bootstrap, max_batch_size=1024 * 1024, max_request_size=4 * 1024 * 1024, linger_ms=20)
+    prod = producer(bootstrap, idempotent=idempotent, max_batch_size=1024 * 1024,
+                    max_request_size=4 * 1024 * 1024, linger_ms=20)
     await prod.start()
     try:
         t0 = time.perf_counter()
@@ -130,8 +133,10 @@ class Span:
         return max(0.001, (self.last_ms - self.first_ms) / 1000)
 
 
-async def _read_from(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int,
+async def _read_from(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int, end: int,
                      first_only: bool) -> list[Any]:
+    """Records of ``tp`` from ``offset``: the first one only, or up to ``end`` (the end offset the broker
+    reported, and whatever the batch holding ``end - 1`` has past it), or until two polls find nothing."""
     consumer.seek(tp, offset)
     out: list[Any] = []
     empty = 0
@@ -142,7 +147,7 @@ async def _read_from(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int
             empty += 1
             continue
         out.extend(recs)
-        if first_only:
+        if first_only or out[-1].offset + 1 >= end:
             break
     return out
 
@@ -151,7 +156,8 @@ async def timestamp_span(bootstrap: str, topics: Sequence[str]) -> Span:
     """How many records ``topics`` hold, and the earliest first / latest last record timestamp.
 
     tansu reports the end offset of a partition as the base offset of its last batch plus one, so the last
-    records are found by reading from there to the real end.
+    records are found by reading from there: the whole last batch comes back (Apache Kafka's end offset is
+    exact: the last record alone).
     """
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
@@ -167,8 +173,8 @@ async def timestamp_span(bootstrap: str, topics: Sequence[str]) -> Span:
         lasts: list[int] = []
         total = 0
         for tp in live:
-            first = await _read_from(consumer, tp, begins[tp], True)
-            tail = await _read_from(consumer, tp, max(begins[tp], ends[tp] - 1), False)
+            first = await _read_from(consumer, tp, begins[tp], ends[tp], True)
+            tail = await _read_from(consumer, tp, max(begins[tp], ends[tp] - 1), ends[tp], False)
             if first:
                 firsts.append(first[0].timestamp)
             if tail:

@@ -10,11 +10,12 @@ every event for ``max_delay`` (by design), so the run uses a small ``max_delay``
 timestamp (set by the bridge's producer when it appends the record) instead of the receive time: it excludes
 the output hop and the consumer.
 
-tansu answers a fetch as soon as data is there when the request arrives, but a fetch that found nothing waits
-the full ``fetch_max_wait_ms`` even if records arrive meanwhile (measured: 500 ms max wait gives 130 ms median
-delivery delay at 20 messages/s, 5 ms gives 2 ms). Real Kafka wakes the fetch on arrival. So the latency run
-sets the bridge source's ``fetch_max_wait_ms`` to 10 ms (``--latency-fetch-wait-ms``); the throughput run,
-which never waits for data, keeps the default 500 ms.
+Apache Kafka answers a waiting fetch as soon as records arrive, so on it the latency run keeps the bridge's
+default ``fetch_max_wait_ms`` (500 ms). tansu answers a fetch as soon as data is there when the request arrives,
+but a fetch that found nothing waits the full ``fetch_max_wait_ms`` even if records arrive meanwhile (measured:
+500 ms max wait gives 130 ms median delivery delay at 20 messages/s, 5 ms gives 2 ms). So on tansu the latency
+run sets the source's ``fetch_max_wait_ms`` to 10 ms (``--latency-fetch-wait-ms``, for the bridge and the
+pass-through alike); the throughput run, which never waits for data, keeps the default 500 ms on both.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,9 +30,9 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from bench.bridge_proc import BridgeProcess, Topics, bench_config, new_http_port
+from bench.bridge_proc import BridgeProcess, Topics, baseline_command, bench_config, new_http_port
+from bench.brokers import Broker
 from bench.kafka import _partitions, producer, send_records
-from testbed.servers import Tansu
 
 TICK = 0.005
 
@@ -111,9 +111,9 @@ class _Collector:
             await self._consumer.stop()
 
 
-async def _paced_send(bootstrap: str, topic: str, partitions: int, records: list[tuple[bytes | None, bytes]],
+async def _paced_send(broker: Broker, topic: str, partitions: int, records: list[tuple[bytes | None, bytes]],
                       ids: list[str | None], rate: float, sent: dict[str, float] | None) -> float:
-    prod = producer(bootstrap, linger_ms=0)
+    prod = producer(broker.bootstrap, idempotent=broker.idempotent, linger_ms=0)
     await prod.start()
     try:
         t0 = time.perf_counter()
@@ -140,7 +140,7 @@ async def _paced_send(bootstrap: str, topic: str, partitions: int, records: list
         await prod.stop()
 
 
-async def _measure(kafka: Tansu, source: str, partitions: int, records: list[tuple[bytes | None, bytes]],
+async def _measure(broker: Broker, source: str, partitions: int, records: list[tuple[bytes | None, bytes]],
                    ids: list[str | None], rate: float, collector: _Collector, warmup: int, settle: float,
                    idle_timeout: float) -> float:
     """Warm up (until half the warm-up records came out), then the paced, measured send; wait for the tail."""
@@ -148,12 +148,12 @@ async def _measure(kafka: Tansu, source: str, partitions: int, records: list[tup
     task = asyncio.create_task(collector.run())
     try:
         warm = records[:warmup]
-        await _paced_send(kafka.bootstrap, source, partitions, warm, ids[:warmup], rate, None)
+        await _paced_send(broker, source, partitions, warm, ids[:warmup], rate, None)
         deadline = time.perf_counter() + 60
         while collector.warm_seen < len(warm) // 2 and time.perf_counter() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.1)  # the group has joined and events flow
         await asyncio.sleep(settle)
-        seconds = await _paced_send(kafka.bootstrap, source, partitions, records[warmup:], ids[warmup:], rate,
+        seconds = await _paced_send(broker, source, partitions, records[warmup:], ids[warmup:], rate,
                                     collector.sent)
         while time.perf_counter() - collector.last_receive < idle_timeout:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
@@ -165,20 +165,20 @@ async def _measure(kafka: Tansu, source: str, partitions: int, records: list[tup
         await collector.stop()
 
 
-async def run_latency(kafka: Tansu, topics: Topics, partitions: int,
+async def run_latency(broker: Broker, topics: Topics, partitions: int,
                       records: list[tuple[bytes | None, bytes]], ids: list[str | None], rate: float,
                       max_delay_ms: int, workdir: Path,
-                      fetch_wait_ms: int = 10, prelude: str | None = None, sink_linger_ms: int | None = None,
+                      fetch_wait_ms: int = 500, prelude: str | None = None, sink_linger_ms: int | None = None,
                       group: str = "bench-latency", warmup: int = 2000,
                       idle_timeout: float = 3.0) -> dict[str, Any]:
     """Run the bridge with ``max_delay_ms``; send ``records`` at ``rate``/s then time the output."""
-    cfg = bench_config(kafka.bootstrap, topics, group, new_http_port(), max_delay_ms=max_delay_ms,
-                       fetch_max_wait_ms=fetch_wait_ms, sink_linger_ms=sink_linger_ms)
+    cfg = bench_config(broker.bootstrap, topics, group, new_http_port(), idempotent=broker.idempotent,
+                       max_delay_ms=max_delay_ms, fetch_max_wait_ms=fetch_wait_ms, sink_linger_ms=sink_linger_ms)
     bridge = BridgeProcess(cfg, workdir, "bridge-latency", prelude)
-    collector = _Collector(kafka.bootstrap, topics.routed, {})
+    collector = _Collector(broker.bootstrap, topics.routed, {})
     await asyncio.to_thread(bridge.start)
     try:
-        seconds = await _measure(kafka, topics.input, partitions, records, ids, rate, collector, warmup,
+        seconds = await _measure(broker, topics.input, partitions, records, ids, rate, collector, warmup,
                                  max_delay_ms / 1000 + 0.5, idle_timeout)
         metrics = await asyncio.to_thread(bridge.metrics)
         _, peak = bridge.rss()
@@ -204,18 +204,16 @@ async def run_latency(kafka: Tansu, topics: Topics, partitions: int,
     }
 
 
-async def run_latency_baseline(kafka: Tansu, source: str, target: str, partitions: int,
+async def run_latency_baseline(broker: Broker, source: str, target: str, partitions: int,
                                records: list[tuple[bytes | None, bytes]], ids: list[str | None], rate: float,
-                               fetch_wait_ms: int = 10, group: str = "bench-latency-baseline",
+                               fetch_wait_ms: int = 500, group: str = "bench-latency-baseline",
                                warmup: int = 2000, idle_timeout: float = 3.0) -> dict[str, Any]:
     """The same paced load through the raw pass-through: the floor set by the broker and the machine."""
-    cmd = [sys.executable, "-m", "bench.baseline", "--bootstrap", kafka.bootstrap, "--input", source,
-           "--output", target, "--expect", str(len(records)), "--fetch-wait-ms", str(fetch_wait_ms),
-           "--group", group]
+    cmd = [*baseline_command(broker, source, target, len(records), group), "--fetch-wait-ms", str(fetch_wait_ms)]
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    collector = _Collector(kafka.bootstrap, [target], {}, ids_from_body=True)
+    collector = _Collector(broker.bootstrap, [target], {}, ids_from_body=True)
     try:
-        seconds = await _measure(kafka, source, partitions, records, ids, rate, collector, warmup, 0.5,
+        seconds = await _measure(broker, source, partitions, records, ids, rate, collector, warmup, 0.5,
                                  idle_timeout)
         await asyncio.wait_for(proc.wait(), 30)
     finally:
@@ -233,12 +231,12 @@ async def run_latency_baseline(kafka: Tansu, source: str, target: str, partition
     }
 
 
-async def run_latency_hop(kafka: Tansu, topic: str, partitions: int, records: list[tuple[bytes | None, bytes]],
+async def run_latency_hop(broker: Broker, topic: str, partitions: int, records: list[tuple[bytes | None, bytes]],
                           ids: list[str | None], rate: float, warmup: int = 2000,
                           idle_timeout: float = 2.0) -> dict[str, Any]:
     """One hop, producer to consumer through the broker, at the same paced load: the broker's own floor."""
-    collector = _Collector(kafka.bootstrap, [topic], {}, ids_from_body=True)
-    seconds = await _measure(kafka, topic, partitions, records, ids, rate, collector, warmup, 0.5, idle_timeout)
+    collector = _Collector(broker.bootstrap, [topic], {}, ids_from_body=True)
+    seconds = await _measure(broker, topic, partitions, records, ids, rate, collector, warmup, 0.5, idle_timeout)
     sent = len(records) - warmup
     return {
         "target_rate": round(rate),

@@ -46,12 +46,14 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                          f"{base_lat['p50']:.1f} / {base_lat['p99']:.1f} ms", "", ""))
         hop = r.get("latency_hop", {}).get("end_to_end_ms")
         if hop:
-            rows.append(("  one bare broker hop p50 / p99 (tansu)", f"{hop['p50']:.1f} / {hop['p99']:.1f} ms", "", ""))
+            rows.append((f"  one bare broker hop p50 / p99 ({_broker_label(r)})",
+                         f"{hop['p50']:.1f} / {hop['p99']:.1f} ms", "", ""))
         e = lat["end_to_end_ms"]
         rows.append(("latency: end to end p50 / p99 (incl. hold)",
                      f"{e['p50']:.1f} / {e['p99']:.1f} ms", "", ""))
         rows.append(("reorder hold (max_delay of the latency run)",
                      f"{lat['reorder_max_delay_ms']} ms", "", ""))
+        rows.append(("sources' fetch_max_wait_ms in the latency runs", f"{lat['source_fetch_max_wait_ms']} ms", "", ""))
     if bridge:
         limit_rss = t.get("peak_rss_mb", 0)
         rows.append(("bridge peak RSS (VmHWM), throughput run", f"{bridge['peak_rss_mb']:.0f} MB",
@@ -74,11 +76,26 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def _broker_label(r: dict[str, Any]) -> str:
+    return str(r.get("broker", {}).get("label", "broker"))
+
+
+def broker_line(r: dict[str, Any]) -> str:
+    """Which broker the run was on and the producer family of every producer in it."""
+    b = r.get("broker")
+    if not b:
+        return "broker: not recorded"
+    started = f", started in {b['started_in_s']:.1f} s" if b.get("started_in_s") is not None else ""
+    idem = "idempotent" if b["producers"]["enable_idempotence"] else "not idempotent"
+    return (f"broker: {b['label']}{started}; producers: acks=all, {idem} (pass-through, load generators and "
+            "bridge alike)")
+
+
 def render_table(r: dict[str, Any]) -> str:
     rows = _rows(r)
     head = ("measure", "value", "target", "")
     widths = [max(len(x[i]) for x in [head, *rows]) for i in range(4)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(head, widths, strict=True)).rstrip(),
+    lines = [broker_line(r), "", "  ".join(c.ljust(w) for c, w in zip(head, widths, strict=True)).rstrip(),
              "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     m = r.get("machine", {})

@@ -1,8 +1,12 @@
-"""``python -m bench.run``: the whole benchmark in one run on a local tansu broker (see BENCHMARKS.md).
+"""``python -m bench.run``: the whole benchmark in one run on a local broker (see BENCHMARKS.md).
 
-Phases: generate the input; pre-produce it to the input topic (untimed); the raw aiokafka pass-through
-baseline; the bridge at full speed (default config); the bridge at half that rate with a small reorder delay
-(latency); memory scaling in a fresh process. Prints a table and writes ``.bench/results.json``.
+The broker is Apache Kafka (``--broker kafka``, the default), tansu (``--broker tansu``) or each in turn
+(``--broker both``: two runs, two tables, each ratio from its own run); bench/brokers.py gives every producer of
+a run the broker's family (idempotent on Apache Kafka, not on tansu). Phases: generate the input; pre-produce
+it to the input topic (untimed); the raw aiokafka pass-through baseline; the bridge at full speed (default
+config); the bridge at half that rate with a small reorder delay (latency); memory scaling in a fresh process
+(broker-independent: once with ``both``). Prints a table per broker and writes
+``.bench/results-<broker>.json``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import orjson
 
 from bench import whatif
 from bench.bridge_proc import Topics
+from bench.brokers import BROKERS, Broker, started
 from bench.data import ROOT, Dataset, generate
 from bench.kafka import produce_all
 from bench.latency import run_latency, run_latency_baseline, run_latency_hop
@@ -29,7 +34,6 @@ from bench.profile import render as render_profile
 from bench.profile import summarize
 from bench.report import render_table
 from bench.throughput import run_baseline, run_bridge
-from testbed.servers import Tansu
 
 # issue 8's targets (the rate target of the first benchmark issue is kept for comparison with earlier runs)
 TARGETS = {"rate": 100_000, "ratio": 0.5, "p50_added_over_baseline_ms": 10.0, "peak_rss_mb": 400.0,
@@ -69,13 +73,13 @@ def memory_phase(ids: int, subjects: int, events: int) -> dict[str, Any]:
     return result
 
 
-async def _phases(args: argparse.Namespace, kafka: Tansu, ds: Dataset, results: dict[str, Any],
+async def _phases(args: argparse.Namespace, broker: Broker, ds: Dataset, results: dict[str, Any],
                   workdir: Path) -> None:
     n = len(ds.records)
     pre = args.prefix
     main = Topics.named(pre)
-    kafka.create_topic(main.input, args.partitions)
-    secs = await produce_all(kafka.bootstrap, main.input, ds.records, args.partitions)
+    broker.create_topic(main.input, args.partitions)
+    secs = await produce_all(broker.bootstrap, main.input, ds.records, args.partitions, idempotent=broker.idempotent)
     results["preproduce"] = {"seconds": round(secs, 2), "rate": round(n / secs)}
     _say(f"pre-produced {n} records to {main.input} in {secs:.1f}s ({n / secs:,.0f}/s)")
 
@@ -88,13 +92,13 @@ async def _phases(args: argparse.Namespace, kafka: Tansu, ds: Dataset, results: 
     for i in range(args.repeat):
         if not args.skip_baseline:
             out = f"{pre}.baseline.out.{i}"
-            kafka.create_topic(out, args.partitions)
-            base_runs.append(await run_baseline(kafka, main.input, out, n, f"{pre}-baseline-{i}"))
+            broker.create_topic(out, args.partitions)
+            base_runs.append(await run_baseline(broker, main.input, out, n, f"{pre}-baseline-{i}"))
             _say(f"baseline run {i + 1}: {base_runs[-1]['rate']:,.0f} records/s")
         topics = Topics(main.input, f"{pre}.jobs.{i}", f"{pre}.models.{i}", f"{pre}.deadletter.{i}")
         for t in topics.outputs:
-            kafka.create_topic(t, args.partitions)
-        bridge_runs.append(await run_bridge(kafka, topics, n, workdir, profile=raw if i == 0 else None,
+            broker.create_topic(t, args.partitions)
+        bridge_runs.append(await run_bridge(broker, topics, n, workdir, profile=raw if i == 0 else None,
                                             prelude=prelude, group=f"{pre}-throughput-{i}"))
         b = bridge_runs[-1]
         _say(f"bridge run {i + 1}: {b['rate']:,.0f} records/s, peak RSS {b['peak_rss_mb']} MB")
@@ -112,22 +116,23 @@ async def _phases(args: argparse.Namespace, kafka: Tansu, ds: Dataset, results: 
     if args.skip_latency:
         return
     rate = args.latency_rate or results["bridge"]["rate"] / 2
+    fetch_wait = args.latency_fetch_wait_ms or broker.latency_fetch_wait_ms
     count = min(n, int(rate * args.latency_seconds) + 2000)
     records, ids = ds.records[:count], ds.ids[:count]
     lat = Topics.named(f"{pre}.lat")
     for t in [lat.input, *lat.outputs, f"{pre}.latbase.in", f"{pre}.latbase.out"]:
-        kafka.create_topic(t, args.partitions)
+        broker.create_topic(t, args.partitions)
     if not args.skip_baseline:
-        kafka.create_topic(f"{pre}.hop", args.partitions)
-        results["latency_hop"] = await run_latency_hop(kafka, f"{pre}.hop", args.partitions, records, ids, rate)
+        broker.create_topic(f"{pre}.hop", args.partitions)
+        results["latency_hop"] = await run_latency_hop(broker, f"{pre}.hop", args.partitions, records, ids, rate)
         _say(f"one broker hop at {rate:,.0f}/s: {results['latency_hop']['end_to_end_ms']}")
         results["latency_baseline"] = await run_latency_baseline(
-            kafka, f"{pre}.latbase.in", f"{pre}.latbase.out", args.partitions, records, ids, rate,
-            fetch_wait_ms=args.latency_fetch_wait_ms, group=f"{pre}-latency-baseline")
+            broker, f"{pre}.latbase.in", f"{pre}.latbase.out", args.partitions, records, ids, rate,
+            fetch_wait_ms=fetch_wait, group=f"{pre}-latency-baseline")
         _say(f"pass-through latency at {rate:,.0f}/s: {results['latency_baseline']['end_to_end_ms']}")
     results["latency"] = await run_latency(
-        kafka, lat, args.partitions, records, ids, rate, args.latency_delay_ms, workdir,
-        fetch_wait_ms=args.latency_fetch_wait_ms, prelude=prelude, sink_linger_ms=args.latency_sink_linger_ms,
+        broker, lat, args.partitions, records, ids, rate, args.latency_delay_ms, workdir,
+        fetch_wait_ms=fetch_wait, prelude=prelude, sink_linger_ms=args.latency_sink_linger_ms,
         group=f"{pre}-latency")
     _say(f"bridge latency at {rate:,.0f}/s: added {results['latency']['added_ms']}")
 
@@ -138,9 +143,10 @@ def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return ordered[(len(ordered) - 1) // 2]
 
 
-async def run(args: argparse.Namespace, kafka: Tansu | None = None) -> dict[str, Any]:
-    """Every phase; on ``kafka`` if given (topics and groups named after ``--prefix``), else a fresh tansu."""
-    workdir = Path(args.workdir)
+async def run(args: argparse.Namespace, broker: Broker | None = None) -> dict[str, Any]:
+    """Every phase; on ``broker`` if given (topics and groups named after ``--prefix``), else on a fresh broker
+    of ``args.broker`` (``kafka`` or ``tansu``). The bridges' configs and logs go to WORKDIR/<broker>/."""
+    workdir = Path(args.workdir) / (broker.name if broker is not None else args.broker)
     await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
     results: dict[str, Any] = {"started": datetime.now(UTC).isoformat(timespec="seconds"),
                                "machine": machine(), "args": dict(vars(args))}
@@ -148,13 +154,14 @@ async def run(args: argparse.Namespace, kafka: Tansu | None = None) -> dict[str,
     ds = generate(args.events, subjects=args.subjects, seed=args.seed)
     results["data"] = {**ds.summary(), "generate_seconds": round(time.perf_counter() - t0, 2)}
     _say(f"generated {len(ds.records)} records in {results['data']['generate_seconds']}s: {ds.summary()}")
-    if kafka is not None:
-        await _phases(args, kafka, ds, results, workdir)
+    if broker is not None:
+        results["broker"] = broker.describe()
+        await _phases(args, broker, ds, results, workdir)
     else:
-        # tansu has no idempotent producer: the bridges of this run publish without it
-        os.environ["BENCH_SINK"] = orjson.dumps({"enable_idempotence": False,
-                                                 **orjson.loads(os.environ.get("BENCH_SINK", "{}"))}).decode()
-        with Tansu(log_dir=workdir / "tansu") as own:
+        with started(args.broker, workdir) as own:
+            results["broker"] = own.describe()
+            took = results["broker"]["started_in_s"]
+            _say(f"broker: {own.label}" + (f", started in {took} s" if took is not None else ""))
             await _phases(args, own, ds, results, workdir)
     del ds
     if not args.skip_memory:
@@ -167,7 +174,9 @@ async def run(args: argparse.Namespace, kafka: Tansu | None = None) -> dict[str,
 
 
 def write_results(results: dict[str, Any], args: argparse.Namespace) -> Path:
-    out = Path(args.output) if args.output else Path(args.workdir) / "results.json"
+    """``--output``, else WORKDIR/results-<broker>.json."""
+    name = results.get("broker", {}).get("name", args.broker)
+    out = Path(args.output) if args.output else Path(args.workdir) / f"results-{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     return out
@@ -179,6 +188,9 @@ def _say(msg: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    p.add_argument("--broker", choices=[*BROKERS, "both"], default="kafka",
+                   help="Apache Kafka 4.x (default; needs a JDK and make install), tansu, or both one after the "
+                   "other (two tables, each ratio from its own run)")
     p.add_argument("--events", type=int, default=200_000, help="input records (default 200000)")
     p.add_argument("--subjects", type=int, default=10_000)
     p.add_argument("--partitions", type=int, default=4, help="partitions of every topic (default 4)")
@@ -189,9 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="events/s (default: half the bridge rate)")
     p.add_argument("--latency-seconds", type=float, default=10.0)
     p.add_argument("--latency-delay-ms", type=int, default=20, help="reorder max_delay of the latency run")
-    p.add_argument("--latency-fetch-wait-ms", type=int, default=10,
-                   help="the bridge source's fetch_max_wait_ms in the latency run "
-                   "(tansu does not wake a waiting fetch)")
+    p.add_argument("--latency-fetch-wait-ms", type=int, default=None,
+                   help="fetch_max_wait_ms of the bridge's source and of the pass-through in the latency runs "
+                   "(default: 500 on Apache Kafka, the bridge's default; 10 on tansu, which does not wake a "
+                   "waiting fetch)")
     p.add_argument("--latency-sink-linger-ms", type=int, default=None,
                    help="what-if: the sink's linger_ms in the latency run (default: the config default, 5)")
     p.add_argument("--dedup-ids", type=int, default=1_000_000)
@@ -207,16 +220,24 @@ def build_parser() -> argparse.ArgumentParser:
                    f"{', '.join(whatif.PATCHES)} (see bench/whatif.py)")
     p.add_argument("--prefix", default="bench", help="prefix of topic and consumer group names")
     p.add_argument("--workdir", default=str(ROOT / ".bench"))
-    p.add_argument("--output", default=None, help="results JSON (default WORKDIR/results.json)")
+    p.add_argument("--output", default=None, help="results JSON of a one-broker run (default "
+                   "WORKDIR/results-<broker>.json)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    results = asyncio.run(run(args))
-    out = write_results(results, args)
-    print(render_table(results))
-    print(f"\nresults: {out}")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    names = list(BROKERS) if args.broker == "both" else [args.broker]
+    if args.output and len(names) > 1:
+        parser.error("--output names one results file: not with --broker both")
+    for i, name in enumerate(names):
+        # the memory phase does not touch the broker: once is enough
+        one = argparse.Namespace(**{**vars(args), "broker": name, "skip_memory": args.skip_memory or i > 0})
+        results = asyncio.run(run(one))
+        out = write_results(results, one)
+        print(("\n" if i else "") + render_table(results), flush=True)
+        print(f"\nresults: {out}", flush=True)
     return 0
 
 

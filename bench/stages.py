@@ -29,7 +29,7 @@ from bench.bridge_proc import Topics, bench_config
 from bench.data import generate
 from bridge import jsonutil
 from bridge.app import build_pipeline, build_router
-from bridge.config import parse_config
+from bridge.config import BridgeConfig, parse_config
 from bridge.filters import compile_filter
 from bridge.logs import configure
 from bridge.model import OutRecord, RawMessage, SourceBatch
@@ -61,6 +61,15 @@ def _filters(results: dict[str, float], docs: list[dict[str, Any]], runs: int = 
         raise AssertionError("the CESQL filter and the EventBridge pattern disagree on some events")
 
 
+def _raw_config() -> dict[str, Any]:
+    """The benchmark's bridge config as a dict (no broker is reached: the stages run in this process)."""
+    return bench_config("127.0.0.1:9", Topics("b.in", "b.jobs", "b.models", "b.dl"), "g", 0, idempotent=True)
+
+
+def _config() -> BridgeConfig:
+    return parse_config(_raw_config(), env={})
+
+
 def _timed(results: dict[str, float], label: str, n: int, fn: Callable[[], Any]) -> Any:
     t0 = time.perf_counter()
     value = fn()
@@ -69,7 +78,7 @@ def _timed(results: dict[str, float], label: str, n: int, fn: Callable[[], Any])
 
 
 async def _pipeline_stages(msgs: list[RawMessage], results: dict[str, float], batch: int) -> None:
-    cfg = parse_config(bench_config("127.0.0.1:9", Topics("b.in", "b.jobs", "b.models", "b.dl"), "g", 0), env={})
+    cfg = _config()
     pipeline = build_pipeline(cfg, CapturingSink())
     n = len(msgs)
     batches = [SourceBatch(msgs[i : i + batch], source="bench") for i in range(0, n, batch)]
@@ -106,7 +115,7 @@ async def _whole_pipeline(msgs: list[RawMessage], results: dict[str, float], bat
                           state: bool) -> None:
     """``submit`` of every batch, then ``flush``: admission, ordering, delivery to an in-memory sink and the
     after-confirm steps (settle, release, ack), per input record."""
-    raw = bench_config("127.0.0.1:9", Topics("b.in", "b.jobs", "b.models", "b.dl"), "g", 0)
+    raw = _raw_config()
     if state:
         raw["routes"].append({"name": "transitions", "topic": "b.transitions", "changes_only": True})
         raw["state"] = {"topic": "b.state"}
@@ -141,7 +150,7 @@ def measure(events: int = 100_000, batch: int = 1000) -> dict[str, float]:
         _timed(results, "jsonutil.loads", len(valid), lambda: [jsonutil.loads(m.body) for m in valid])
         parsed = _timed(results, "normalize_all (parse and shape)", events, lambda: [normalize_all(m) for m in msgs])
         cloud_events = [e for evs, _ in parsed for e in evs]
-        cfg = parse_config(bench_config("127.0.0.1:9", Topics("b.in", "b.jobs", "b.models", "b.dl"), "g", 0), env={})
+        cfg = _config()
         router = build_router(cfg)
         _timed(results, "route (two filters)", events, lambda: [router.match(e) for e in cloud_events])
         _filters(results, [e.to_dict() for e in cloud_events])

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,21 +19,20 @@ from typing import Any
 import orjson
 
 from bench import profile as pyspy
-from bench.bridge_proc import BridgeProcess, Topics, bench_config, new_http_port
+from bench.bridge_proc import BridgeProcess, Topics, baseline_command, bench_config, new_http_port
+from bench.brokers import Broker
 from bench.kafka import GroupOffsets, timestamp_span
-from testbed.servers import Tansu
 
 
-async def run_baseline(kafka: Tansu, source: str, target: str, records: int,
+async def run_baseline(broker: Broker, source: str, target: str, records: int,
                        group: str = "bench-baseline") -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "bench.baseline", "--bootstrap", kafka.bootstrap, "--input", source,
-           "--output", target, "--expect", str(records), "--group", group]
+    cmd = baseline_command(broker, source, target, records, group)
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = await proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"baseline failed ({proc.returncode}): {err.decode(errors='replace')[-2000:]}")
     inner: dict[str, Any] = orjson.loads(out.splitlines()[-1])
-    span = await timestamp_span(kafka.bootstrap, [target])
+    span = await timestamp_span(broker.bootstrap, [target])
     return {
         "records": records,
         "output_records": span.records,
@@ -43,6 +41,7 @@ async def run_baseline(kafka: Tansu, source: str, target: str, records: int,
         "process_seconds": round(inner["seconds"], 3),
         "process_rate": inner["rate"],
         "peak_rss_mb": inner["peak_rss_mb"],
+        "idempotent": inner["idempotent"],
     }
 
 
@@ -77,14 +76,14 @@ async def wait_first_input(bridge: BridgeProcess, within: float) -> float:
     raise TimeoutError(f"bridge consumed nothing within {within}s; log:\n{bridge.log_tail()}")
 
 
-async def run_bridge(kafka: Tansu, topics: Topics, records: int, workdir: Path, *,
+async def run_bridge(broker: Broker, topics: Topics, records: int, workdir: Path, *,
                      profile: Path | None = None, prelude: str | None = None, name: str = "bridge-throughput",
                      group: str = "bench-throughput", within: float = 600.0) -> dict[str, Any]:
     """The full bridge over the pre-produced input topic; returns rates, counters and RSS."""
-    cfg = bench_config(kafka.bootstrap, topics, group, new_http_port())
+    cfg = bench_config(broker.bootstrap, topics, group, new_http_port(), idempotent=broker.idempotent)
     bridge = BridgeProcess(cfg, workdir, name, prelude)
     spy = None
-    offsets = GroupOffsets(kafka.bootstrap, group, [topics.input])
+    offsets = GroupOffsets(broker.bootstrap, group, [topics.input])
     await offsets.start()
     try:
         t_start = time.perf_counter()
@@ -101,8 +100,8 @@ async def run_bridge(kafka: Tansu, topics: Topics, records: int, workdir: Path, 
             await asyncio.to_thread(pyspy.stop, spy)
         await offsets.close()
         rc = await asyncio.to_thread(bridge.stop)
-    span = await timestamp_span(kafka.bootstrap, topics.routed)
-    per_topic = {t: (await timestamp_span(kafka.bootstrap, [t])).records for t in topics.outputs}
+    span = await timestamp_span(broker.bootstrap, topics.routed)
+    per_topic = {t: (await timestamp_span(broker.bootstrap, [t])).records for t in topics.outputs}
     wall = t_done - t_first
     gcstats = None
     for line in bridge.log_path.read_text(errors="replace").splitlines():
@@ -121,5 +120,6 @@ async def run_bridge(kafka: Tansu, topics: Topics, records: int, workdir: Path, 
         "rss_mb_at_end": round(rss_now, 1),
         "peak_rss_mb": round(rss_peak, 1),
         "exit_code": rc,
+        "sink_idempotent": cfg["sink"]["enable_idempotence"],
         **({"gcstats": gcstats} if gcstats else {}),
     }
