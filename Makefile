@@ -70,8 +70,9 @@ fuzz: install ## Coverage-guided fuzzing (atheris) of normalize/filters/encoding
 	$(BIN)/python -m tests.fuzz.atheris_target -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=20 \
 		-rss_limit_mb=3000 -dict=$(FUZZ_DIR)/fuzz.dict -artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus
 
-bench: install ## Benchmark: raw pass-through vs the full bridge on 200k events (see BENCHMARKS.md)
-	$(BIN)/python -m bench.run
+BENCH_ARGS ?=
+bench: install ## Benchmark on Apache Kafka: raw pass-through vs the full bridge, 200k events (BENCH_ARGS="--broker tansu|both"; BENCHMARKS.md)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean: ## Remove the venv, tools and caches
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache .hypothesis .fuzz
