@@ -36,6 +36,8 @@ JOB_STEPS = [("InProgress", "Starting"), ("InProgress", "Downloading"), ("InProg
              ("InProgress", "Uploading"), ("Completed", "Completed")]
 RUN_STEPS = ["NotStarted", "Running", "Failed"]
 
+pytestmark = pytest.mark.broker  # a broker of its own
+
 
 @pytest.fixture(scope="module")
 def compacting_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApacheKafka]:
