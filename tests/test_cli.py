@@ -50,7 +50,8 @@ def test_replay_over_the_corpus_matches_the_reviewed_golden_output(
 
 
 def test_replay_output_line_format_and_deadletter_lines(tmp_path: Path) -> None:
-    """Published records carry route/topic/key/event; bad input gives a deadletter line with error and input."""
+    """Published records carry route/topic/key/event; bad input, an empty line included, gives a deadletter line
+    with error and input."""
     good = b'{"version":"0","id":"e1","detail-type":"SageMaker Training Job State Change","source":"aws.sagemaker",' \
            b'"account":"1","time":"2024-01-01T00:00:00Z","region":"eu-west-1","resources":' \
            b'["arn:aws:sagemaker:eu-west-1:1:training-job/j"],"detail":{"TrainingJobStatus":"Failed"}}'
@@ -66,7 +67,8 @@ def test_replay_output_line_format_and_deadletter_lines(tmp_path: Path) -> None:
     ev = routed[0]["event"]
     assert (ev["specversion"], ev["id"], ev["type"], ev["status"], ev["platform"], ev["partitionkey"]) == (
         "1.0", "e1", "ml.job.status_changed", "failed", "sagemaker", "training-job/j")
-    assert sorted(d["input"] for d in dead) == ["[1,2]", "{broken"]
+    assert sorted(d["input"] for d in dead) == ["", "[1,2]", "{broken"]  # an empty line is a message too
+    assert [d["error"] for d in dead if d["input"] == ""] == ["malformed JSON: empty message body"]
     assert all(set(d) == {"route", "topic", "error", "input"} and d["topic"] == "ml.events.deadletter" for d in dead)
     assert any("malformed JSON" in d["error"] for d in dead)
 

@@ -74,7 +74,7 @@ def normalize_all(msg: RawMessage) -> Result:
     try:
         doc = jsonutil.loads(msg.body)
     except jsonutil.JSONDecodeError as exc:
-        return [], [NormalizeError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")]
+        return [], [NormalizeError(f"malformed JSON: {_json_error(exc, msg.body)}")]
     if type(doc) is dict:
         try:
             return [from_object(doc)], []
@@ -101,6 +101,20 @@ def normalize_all(msg: RawMessage) -> Result:
                 errors.append(exc.at(index, element))
         return events, errors
     return [], [NormalizeError(f"unsupported shape: JSON {json_kind(doc)} is not an object or array")]
+
+
+def _json_error(exc: jsonutil.JSONDecodeError, body: bytes) -> str:
+    """Where and why a body is not JSON: an empty or blank body said so, invalid UTF-8 at its first bad byte (the
+    parser reports those at the start), else the parser's own message and position."""
+    if not body.strip():
+        return "empty message body" if not body else "message body is whitespace only"
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        line = body.count(b"\n", 0, bad.start) + 1
+        column = len(body[body.rfind(b"\n", 0, bad.start) + 1 : bad.start].decode("utf-8", "replace")) + 1
+        return f"invalid UTF-8 (byte 0x{body[bad.start]:02x}) at line {line} column {column} (byte {bad.start})"
+    return f"{exc.msg} at line {exc.lineno} column {exc.colno}"
 
 
 def normalize(msg: RawMessage) -> list[CloudEvent]:

@@ -44,8 +44,10 @@ def require_str(ev: dict[str, Any], key: str) -> str:
     value = ev.get(key)
     if type(value) is str and value:
         return value
-    if value is None or value == "":
+    if value is None:
         raise NormalizeError(f"missing required field '{key}'")
+    if value == "":
+        raise NormalizeError(f"empty required field '{key}'")
     raise NormalizeError(f"invalid field '{key}': expected a string, got {json_kind(value)}")
 
 
@@ -66,8 +68,10 @@ def require_time(ev: dict[str, Any], key: str) -> str:
         hit = _time_cache.get(value)
         if hit is not None:
             return hit
-    if value is None or value == "":
+    if value is None:
         raise NormalizeError(f"missing required field '{key}'")
+    if value == "":
+        raise NormalizeError(f"empty required field '{key}'")
     canonical = normalize_time(value)
     if canonical is None:
         raise NormalizeError(f"invalid timestamp in field '{key}': {shown(value)}")

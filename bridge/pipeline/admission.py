@@ -200,8 +200,9 @@ class Admission:
                 out.dead.append(self._dead(msg, reason, tracker, "error"))
                 failed.append(key)
                 continue
+            msg = origins[i]
             records.append(Record(value, meta, ev.sequence, hash((key[0], ev.subject)), key, routes, tracker,
-                                  origins[i].body if keep_raw else None, kept))
+                                  msg.body if keep_raw else None, kept, msg.position))
         if unrouted:
             self.metrics.unrouted.labels(source).inc(unrouted)
         if failed:

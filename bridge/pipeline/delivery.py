@@ -31,7 +31,7 @@ from bridge.aio import completed, reraise_if_cancelled
 from bridge.metrics import DEADLETTERED, EVENTS_OUT, MetricGroup, Metrics
 from bridge.model import DeadLetter, Encoder, OutRecord, PublishError, Sink
 from bridge.pipeline.plugin import GroupPlan, GroupPlugin
-from bridge.pipeline.records import DeadRecord, Record
+from bridge.pipeline.records import DeadRecord, Record, input_ids
 from bridge.pipeline.router import Route
 from bridge.pipeline.settlement import Settlement
 from bridge.retry import PUBLISH, Backoff
@@ -267,7 +267,7 @@ class Delivery:
                             reason=h.get("dlq_reason", b"").decode(errors="replace"),
                             source=h.get("dlq_source", b"").decode(errors="replace"),
                             position=h.get("dlq_position", b"").decode(errors="replace"),
-                            id=h["ce_id"].decode(errors="replace") if "ce_id" in h else None)
+                            id=h["ce_id"].decode(errors="replace") if "ce_id" in h else input_ids(rec.value))
                 continue
             per_route[rec.route] = per_route.get(rec.route, 0) + 1
             if debug:
@@ -355,7 +355,8 @@ class Delivery:
                 reason = f"{reason} (route {route.name}, topic {route.topic})"
                 # the dead letter carries the event itself (structured JSON, as much as fits): inspectable, and
                 # a redrive can feed it back (normalizing the bridge's own output is idempotent)
-                dl = enc.dead_letter(DeadLetter(self.deadletter_topic, reason, enc.event_json(e), source, ""), e)
+                dl = enc.dead_letter(DeadLetter(self.deadletter_topic, reason, enc.event_json(e), source,
+                                                e.position), e)
                 self.metrics.deadlettered.labels("unpublishable").inc()
                 log.error("pipeline.unpublishable", id=event_id, source=source, route=route.name,
                           reason=reason)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
+from bridge import jsonutil
 from bridge.model import AckFn, OutRecord, Release
 from bridge.pipeline.router import Route
 
@@ -68,8 +69,8 @@ class Tracker:
 class Record:
     """An admitted, routed and encoded event (implements ``bridge.model.HeldEvent``)."""
 
-    __slots__ = ("deadline", "dkey", "emitted", "late", "meta", "nbytes", "raw", "routes", "seq", "skey", "state",
-                 "tracker", "value")
+    __slots__ = ("deadline", "dkey", "emitted", "late", "meta", "nbytes", "position", "raw", "routes", "seq", "skey",
+                 "state", "tracker", "value")
 
     def __init__(
         self,
@@ -82,6 +83,7 @@ class Record:
         tracker: Tracker,
         raw: bytes | None = None,
         state: tuple[str | bytes, ...] | None = None,
+        position: str = "",
     ) -> None:
         self.value = value
         self.meta = meta
@@ -92,12 +94,13 @@ class Record:
         self.tracker = tracker
         self.raw = raw  # the raw input, kept only when late events are dead-lettered
         self.state = state  # (subject, state values): kept for the plug-in (bridge.pipeline.plugin)
+        self.position = position  # of its input message (the source's string, shared): for a dead letter
         self.late = False
         self.emitted = False
         self.deadline = 0.0
         # what holding this record costs, for the memory budget: computed once (the reorder buffer and the outbox
         # both count it), and unchanged when settlement drops the bytes of a delivered record
-        n = len(value) + len(meta) + RECORD_OVERHEAD + (len(raw) if raw is not None else 0)
+        n = len(value) + len(meta) + len(position) + RECORD_OVERHEAD + (len(raw) if raw is not None else 0)
         if state is not None:
             n += STATE_OVERHEAD + sum(len(x) for x in state)
         self.nbytes = n
@@ -117,3 +120,15 @@ class DeadRecord:
     @property
     def nbytes(self) -> int:
         return len(self.out.value) + sum(len(k) + len(v) for k, v in self.out.headers) + RECORD_OVERHEAD
+
+
+def input_ids(body: bytes) -> str | None:
+    """The event id(s) an input that could not become events still names (the ``id`` of an object, of an array's
+    objects, comma separated), for a dead letter's log line; ``None`` when it names none or is not JSON."""
+    try:
+        doc = jsonutil.loads(body)
+    except (ValueError, TypeError):
+        return None
+    items = doc if type(doc) is list else [doc]
+    ids = [str(x["id"]) for x in items if type(x) is dict and type(x.get("id")) in (str, int) and x["id"] != ""]
+    return ",".join(ids) if ids else None

@@ -15,6 +15,7 @@ from bridge.pipeline.dedup import Deduplicator, MemoryDedupStore
 from bridge.pipeline.router import Route, Router
 from bridge.testing.events import sagemaker_training_event
 from bridge.testing.memory import CapturingSink, InMemorySource
+from testbed.logcapture import capture_module_logs
 from testbed.waiting import wait_for
 
 
@@ -164,3 +165,20 @@ async def test_a_failed_group_republishes_only_what_the_sink_did_not_acknowledge
     assert [dict(r.headers)["ce_id"] for r in sink.records] == [b"e1", b"e2"]
     assert p.metrics.registry.get_sample_value("bridge_publish_errors_total") == (0 if permanent else 2)
     assert p.metrics.registry.get_sample_value("bridge_events_out_total", {"route": "all"}) == 3
+
+
+async def test_a_dead_letter_log_line_names_the_input_id_when_it_has_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An input with an id that cannot become an event logs its dead letter with that id (ids of an array's
+    objects comma separated), and with none when the input names none."""
+    from bridge.pipeline import delivery
+
+    logs = capture_module_logs(monkeypatch, delivery)
+    sink = CapturingSink()
+    p = pipeline(sink, depth=1)
+    src = InMemorySource([b'{"id": "abc", "type": 1}', b'[{"id": "x1"}, {"id": 7}]', b"{broken"])
+    src.close_input()
+    async for b in src.batches():
+        await p.submit(b)
+    await p.wait_idle()
+    ids = [e["id"] for e in logs.events if e["event"] == "pipeline.dead_lettered"]
+    assert ids == ["abc", "x1,7", None]
