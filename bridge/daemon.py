@@ -171,7 +171,10 @@ class Daemon:
         await self.http.start()
         watch = asyncio.create_task(self.readiness.watch(), name="readiness")
         probes = asyncio.create_task(self.probes.run(self.readiness.probe_targets, self.stopping), name="probes")
+        dedup = self.pipeline.dedup
+        check = asyncio.create_task(dedup.check() if dedup is not None else asyncio.sleep(0), name="dedup-check")
         if not await self._with_backoff("sink", self.sink.start):  # stopped while still connecting
+            check.cancel()
             await self._close_connections(loop.time() + self.cfg.shutdown.grace_seconds, watch, probes)
             log.info("daemon.stopped", exit_code=0)
             return 0
@@ -196,6 +199,7 @@ class Daemon:
                 self.stopping.set()
         stop_wait.cancel()
         gc_task.cancel()
+        check.cancel()
         grace = self.cfg.shutdown.grace_seconds
         deadline = loop.time() + grace - min(1.0, grace * 0.15)  # margin for the interpreter's own exit
         drain_until = deadline - min(4.0, grace * 0.25)  # the rest closes connections (commits included)

@@ -95,7 +95,7 @@ class StoreGuard:
                     raise StoreBypassed(self.store_error) from None
                 await asyncio.sleep(delay)
                 continue
-            if self.store_error is not None:
+            if self.store_failing_since is not None:  # (not the first answer of a store never contacted)
                 log.info("store.recovered", store=self._what, was=self.store_error)
             self.store_error = None
             self.store_failing_since = None

@@ -18,6 +18,8 @@ from bridge.sources.eventhubs import namespace_of
 from bridge.testing.events import azureml_run_event
 from testbed.kafka import collect
 from testbed.process import BridgeProcess
+from testbed.servers import RefusedPort
+from testbed.waiting import wait_for_sync
 
 
 async def test_event_grid_events_through_event_hubs_reach_kafka_once_and_in_order(
@@ -78,3 +80,32 @@ async def test_event_grid_events_through_event_hubs_reach_kafka_once_and_in_orde
     assert {c["partition_id"] for c in checkpoints} == {"0", "1"}, checkpoints
     total = sum(int(c["sequence_number"]) + 1 for c in checkpoints)
     assert total == len(bodies)  # sequence numbers start at 0: the checkpoints cover every message sent
+
+
+async def test_an_unreachable_event_hubs_namespace_is_reported_in_readyz_and_the_logs(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """An Event Hubs source whose namespace refuses connections: /readyz answers 503 naming the source's error
+    and the log says so (health.broker_unreachable) within seconds, as for a Kafka source."""
+    with RefusedPort() as port:
+        conn = (f"Endpoint=sb://127.0.0.1:{port}/;SharedAccessKeyName=k;SharedAccessKey=a2V5;"
+                "EntityPath=hub;UseDevelopmentEmulator=true")
+        cfg: dict[str, Any] = {
+            "sources": [{"type": "eventhubs", "name": "azure", "connection_string": conn}],
+            "routes": [{"name": "all", "topic": "eh-unreachable-out"}],
+            "deadletter": {"topic": "eh-unreachable-dead"},
+            "sink": {"type": "kafka", "bootstrap_servers": kafka_bootstrap},
+            "readiness": {"probe_interval_seconds": 1, "probe_timeout_seconds": 3},
+        }
+        with BridgeProcess(cfg, tmp_path) as bridge:
+            bridge.wait_http("/healthz")
+
+            def reported() -> dict[str, Any] | None:
+                code, body = bridge.get("/readyz", timeout=5)
+                reasons = orjson.loads(body).get("reasons", [])
+                logged = "health.broker_unreachable" in bridge.log_path.read_text(errors="replace")
+                return {"reasons": reasons} if code == 503 and logged and any(
+                    r.startswith("source azure: broker unreachable") for r in reasons) else None
+
+            found = wait_for_sync(reported, within=30, every=0.5)
+            assert found is not None, bridge.log_tail()

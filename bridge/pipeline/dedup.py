@@ -12,9 +12,10 @@ A remote store that fails (down, slow, wrong password) is handled by ``on_store_
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from enum import IntEnum
 from typing import Protocol
 
@@ -25,6 +26,8 @@ from bridge.retry import DEDUP_STORE, Backoff
 from bridge.storeguard import OnStoreError, StoreBypassed, StoreGuard
 
 log = structlog.get_logger("bridge.dedup")
+
+NOT_CHECKED = "not contacted yet (PING pending)"
 
 DedupKey = tuple[str, str]
 
@@ -172,6 +175,23 @@ class Deduplicator(StoreGuard):
         self._inflight: set[DedupKey] = set()  # a set: about 30 bytes less per held event than a dict
         self._memory = store if isinstance(store, MemoryDedupStore) else None
         self._on_bypass = on_bypass
+        self._ping: Callable[[], Awaitable[object]] | None = getattr(store, "ping", None)
+        if self._ping is not None:  # a remote store is not known to work before it answered once
+            self.store_error = NOT_CHECKED
+
+    async def check(self) -> None:
+        """PING a remote store (with its credentials) until it answers, through the guard: readiness says what is
+        wrong from the start instead of ``ok`` before the store was ever contacted."""
+        ping = self._ping
+        if ping is None:
+            return
+        while True:
+            try:
+                await self.call(lambda _: ping(), None)
+                log.info("dedup.store_checked", store=type(self.store).__name__)
+                return
+            except StoreBypassed:  # ``pass``: the guard tries again after its backoff
+                await asyncio.sleep(max(0.05, self._skip_until - self._clock()))
 
     @property
     def inflight(self) -> int:

@@ -286,7 +286,11 @@ class EventHubsSource:
         return sorted(self._partitions)
 
     def probe(self) -> Probe | None:
-        return None  # the SDK reports receive errors (``on_error``): they make the source not ready
+        """The hub's partition ids through the client, once started: a namespace that cannot be reached (the SDK
+        retries its connect quietly and calls ``on_error`` late, or not at all) shows in /readyz and in the logs
+        (``health.broker_unreachable``) like a Kafka broker does."""
+        client = self._client
+        return client.get_partition_ids if client is not None else None
 
     def lag(self) -> dict[str, int]:
         """Events enqueued but not yet received, per owned partition, as of the last batch the SDK delivered
