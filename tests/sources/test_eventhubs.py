@@ -1,4 +1,6 @@
-"""Event Hubs source against the real azure-eventhub SDK, the AMQP test server, and checkpoints in Azurite."""
+"""Event Hubs source against the real azure-eventhub SDK, the AMQP test server, and checkpoints in Azurite, what is
+its own: positions and headers, checkpoint retries, starting positions, lag, the bounded buffer, kill -9 (the
+contract every source keeps is tests/sources/conformance/)."""
 
 from __future__ import annotations
 
@@ -111,39 +113,6 @@ async def test_yields_batches_with_positions_headers_and_bodies(
     assert not source.ready
 
 
-async def test_out_of_order_acks_checkpoint_only_the_contiguous_prefix(
-    hub_conn: Callable[[int], tuple[str, str]],
-    eventhubs_server: EventHubsServer,
-    azurite_connection_string: str,
-    checkpoint_container: Callable[[], str],
-) -> None:
-    """The checkpoint moves to the last event of the highest contiguous acked batch, never past a gap."""
-    hub, conn = hub_conn(1)
-    container = checkpoint_container()
-    await produce(conn, [f"e{i}".encode() for i in range(6)])
-    source = make_source(conn, azurite_connection_string, container, max_batch_size=2)
-    await source.start()
-    try:
-        batches = await take(source.batches(), 6)
-        assert len(batches) >= 3
-        stored = {f"{hub}/0@{e.offset}": e for e in eventhubs_server.events(hub, "0")}
-
-        def last(i: int) -> Any:
-            return stored[batches[i].messages[-1].position]
-
-        assert batches[2].ack is not None and batches[0].ack is not None and batches[1].ack is not None
-        await batches[2].ack()
-        assert await checkpoints(azurite_connection_string, container, source) == {}
-        await batches[0].ack()
-        cp = (await checkpoints(azurite_connection_string, container, source))["0"]
-        assert (cp["sequence_number"], str(cp["offset"])) == (last(0).sequence_number, str(last(0).offset))
-        await batches[1].ack()
-        cp = (await checkpoints(azurite_connection_string, container, source))["0"]
-        assert (cp["sequence_number"], str(cp["offset"])) == (last(2).sequence_number, str(last(2).offset))
-    finally:
-        await source.stop()
-
-
 async def test_a_failed_checkpoint_write_is_retried_without_another_ack(
     hub_conn: Callable[[int], tuple[str, str]],
     eventhubs_server: EventHubsServer,
@@ -183,37 +152,6 @@ async def test_a_failed_checkpoint_write_is_retried_without_another_ack(
         await wait_for(written, within=TIMEOUT, what="the retried checkpoint")
     finally:
         await source.stop()
-
-
-async def test_restart_resumes_after_checkpoint_without_loss(
-    hub_conn: Callable[[int], tuple[str, str]],
-    azurite_connection_string: str,
-    checkpoint_container: Callable[[], str],
-) -> None:
-    """A new source on the same checkpoint store starts right after the checkpoint: unacked events return."""
-    _hub, conn = hub_conn(1)
-    container = checkpoint_container()
-    bodies = [f"e{i}".encode() for i in range(6)]
-    await produce(conn, bodies)
-    first = make_source(conn, azurite_connection_string, container, max_batch_size=2)
-    await first.start()
-    try:
-        batches = await take(first.batches(), 6)
-        acked = batches[0].messages
-        assert batches[0].ack is not None and batches[2].ack is not None
-        await batches[0].ack()
-        await batches[2].ack()  # not contiguous: must not be released
-    finally:
-        await first.stop()
-    await produce(conn, [b"late"])
-    second = make_source(conn, azurite_connection_string, container, max_batch_size=10)
-    await second.start()
-    try:
-        expected = [*bodies[len(acked) :], b"late"]
-        again = await take(second.batches(), len(expected))
-    finally:
-        await second.stop()
-    assert [m.body for b in again for m in b.messages] == expected
 
 
 async def test_starting_position_latest_skips_history(
@@ -325,40 +263,6 @@ async def test_two_partitions_are_both_consumed_in_partition_order(
     assert {p: c["sequence_number"] for p, c in cps.items()} == {"0": 2, "1": 1}
 
 
-async def test_two_replicas_share_partitions_through_ownership(
-    hub_conn: Callable[[int], tuple[str, str]],
-    eventhubs_server: EventHubsServer,
-    azurite_connection_string: str,
-    checkpoint_container: Callable[[], str],
-) -> None:
-    """Two sources on one checkpoint container end up owning one partition each and together read all."""
-    hub, conn = hub_conn(2)
-    container = checkpoint_container()
-    first = make_source(conn, azurite_connection_string, container)
-    second = make_source(conn, azurite_connection_string, container)
-    await first.start()
-    await second.start()
-    try:
-        await wait_for(
-            lambda: (
-                len(first.owned_partitions) == 1
-                and len(second.owned_partitions) == 1
-                and eventhubs_server.receivers(hub) == {"0": 1, "1": 1}
-            ),
-            within=45,
-        )
-        await produce(conn, [b"x0"], partition_id="0")
-        await produce(conn, [b"x1"], partition_id="1")
-        got_first = await take(first.batches(), 1)
-        got_second = await take(second.batches(), 1)
-    finally:
-        await first.stop()
-        await second.stop()
-    bodies = {m.body for b in [*got_first, *got_second] for m in b.messages}
-    assert bodies == {b"x0", b"x1"}
-    assert first.owned_partitions == [] and second.owned_partitions == []
-
-
 def test_config_requires_a_hub_name_and_a_valid_starting_position() -> None:
     """The config rejects a connection string without EntityPath and no eventhub_name, and bad positions."""
     base = {
@@ -373,45 +277,6 @@ def test_config_requires_a_hub_name_and_a_valid_starting_position() -> None:
     assert (cfg.consumer_group, cfg.max_batch_size, cfg.starting_position) == ("$Default", 500, "earliest")
     assert parse_starting_position("latest") == "@latest"
     assert parse_starting_position("2024-01-02T03:04:05Z") == dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
-
-
-async def test_partition_moved_to_another_replica_drops_pending_acks(
-    hub_conn: Callable[[int], tuple[str, str]],
-    eventhubs_server: EventHubsServer,
-    azurite_connection_string: str,
-    checkpoint_container: Callable[[], str],
-) -> None:
-    """Acks for a partition whose ownership moved are dropped, and the new owner gets its events again."""
-    hub, conn = hub_conn(2)
-    container = checkpoint_container()
-    await produce(conn, [b"a0"], partition_id="0")
-    await produce(conn, [b"a1"], partition_id="1")
-    first = make_source(conn, azurite_connection_string, container)
-    second = make_source(conn, azurite_connection_string, container)
-    await first.start()
-    try:
-        pending = await take(first.batches(), 2)
-        assert first.owned_partitions == ["0", "1"]
-        await second.start()
-        await wait_for(
-            lambda: (
-                len(first.owned_partitions) == 1
-                and len(second.owned_partitions) == 1
-                and eventhubs_server.receivers(hub) == {"0": 1, "1": 1}
-            ),
-            within=45,
-        )
-        kept, lost = first.owned_partitions[0], second.owned_partitions[0]
-        for batch in pending:
-            assert batch.ack is not None
-            await batch.ack()
-        cps = await checkpoints(azurite_connection_string, container, first)
-        redelivered = await take(second.batches(), 1)
-    finally:
-        await first.stop()
-        await second.stop()
-    assert set(cps) == {kept}
-    assert [m.body for b in redelivered for m in b.messages] == [f"a{lost}".encode()]
 
 
 async def test_bounded_buffer_applies_backpressure_without_loss_and_batches_end_on_stop(

@@ -1,4 +1,5 @@
-"""SQS source against moto_server: EventBridge rule -> SQS, SNS -> SQS, deletes, visibility, release."""
+"""SQS source against moto_server, what is its own: EventBridge rule -> SQS, SNS -> SQS, lag, the visibility
+heartbeat, nack and stop releasing at once (the contract every source keeps is tests/sources/conformance/)."""
 
 from __future__ import annotations
 
@@ -122,30 +123,6 @@ async def test_eventbridge_rule_delivers_sagemaker_events_through_sqs(
     assert body["id"] == put["Entries"][0]["EventId"]
     assert message.position.startswith(url.rsplit("/", 1)[1] + "#")
     assert message.source == "sqs" and batch.source == "sqs"
-
-
-async def test_ack_deletes_the_whole_batch(sqs_queue: Callable[..., str], aws_client_kwargs: dict[str, str]) -> None:
-    """After ack every received message is deleted: the queue reports zero and a receive returns nothing."""
-    url = sqs_queue("ack")
-    sqs = boto3.client("sqs", **aws_client_kwargs)
-    for i in range(25):
-        sqs.send_message(QueueUrl=url, MessageBody=orjson.dumps({"n": i}).decode())
-    source = source_for(url, aws_client_kwargs, receivers=3)
-    await source.start()
-    try:
-        batches = await collect(source, 25)
-        positions = [m.position for b in batches for m in b.messages]
-        assert len(positions) == len(set(positions)) == 25
-        assert sorted(orjson.loads(m.body)["n"] for b in batches for m in b.messages) == list(range(25))
-        assert all(len(b.messages) <= 10 for b in batches)
-        for batch in batches:
-            assert batch.ack is not None
-            await batch.ack()
-        assert source.inflight == 0
-    finally:
-        await source.stop()
-    assert queue_depth(sqs, url) == (0, 0)
-    assert "Messages" not in sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1, VisibilityTimeout=0)
 
 
 async def test_lag_reports_the_queue_backlog_until_everything_is_received(
