@@ -12,8 +12,12 @@ from typing import Any
 
 from bridge.config import parse_config
 from bridge.daemon import Daemon
+from bridge.metrics import Metrics
 from bridge.model import OutRecord
+from bridge.pipeline.records import Record, Tracker
+from bridge.pipeline.router import Route
 from bridge.state.lifecycle import Lifecycle
+from bridge.state.store import MemoryStateStore
 from bridge.testing.events import azureml_run_event
 from bridge.testing.memory import CapturingSink, InMemorySource
 from testbed.waiting import wait_for
@@ -167,3 +171,27 @@ async def test_events_through_two_sources_twice_and_shuffled_publish_each_transi
     for ev in sorted((d.event for d in sink.routed if d.route == "all"), key=lambda e: e.sequence):
         finals[ev.subject.encode()] = ev.id.encode()
     assert last == finals
+
+
+async def test_a_discarded_plan_is_no_longer_seen_by_the_next_plan() -> None:
+    """A plan on its way makes the next plan drop the same state; once the plans in flight are discarded (their
+    groups will not be published: an aborted transaction), the next plan decides from the store again and
+    publishes the state."""
+    route = Route("transitions", "ml.transitions", changes=("status",))
+    lifecycle = Lifecycle([route], MemoryStateStore(), Metrics())
+
+    def record(i: int) -> Record:
+        return Record(b"v", b"m", f"{i:04d}", 1, ("src", f"e{i}"), (route,), Tracker(None, lambda _: None),
+                      state=("training-job/job", b"running"))
+
+    first = await lifecycle.plan([record(1)])
+    assert first is not None and lifecycle.pending == 1
+    second = record(2)
+    later = await lifecycle.plan([second])
+    assert second.routes == () and later is not None  # the same state as the plan on its way: unchanged
+    first.discard()
+    later.discard()
+    assert lifecycle.pending == 0
+    third = record(3)
+    await lifecycle.plan([third])
+    assert third.routes == (route,)
