@@ -14,6 +14,7 @@ from bridge.pipeline.core import Pipeline
 from bridge.pipeline.dedup import Deduplicator, DedupMetrics, DedupStore, MemoryDedupStore
 from bridge.pipeline.reorder import ReorderBuffer
 from bridge.pipeline.router import FilterMetrics, Route, RouteFilter, Router
+from bridge.pipeline.transactions import Transactions
 from bridge.pipeline.trust import TrustPolicy
 from bridge.storeguard import StoreGuard, StoreMetrics
 
@@ -90,9 +91,19 @@ def build_lifecycle(
 
 def build_pipeline(cfg: BridgeConfig, sink: Sink, metrics: Metrics | None = None,
                    store: DedupStore | None = None, budget: MemoryBudget | None = None,
-                   normalize: NormalizeFn = default_normalize, state_store: StateStore | None = None) -> Pipeline:
+                   normalize: NormalizeFn = default_normalize, state_store: StateStore | None = None,
+                   transactions: Transactions | None = None) -> Pipeline:
+    """The pipeline of ``cfg`` feeding ``sink``. With ``transactions`` (exactly-once delivery) the dedup ids and
+    the last states are kept in memory whatever ``dedup.store`` says: their durable copy is the changelog topic,
+    written in the same transactions as the outputs (``bridge.pipeline.transactions``)."""
     bounds = memory_plan(cfg)
     metrics = metrics if metrics is not None else Metrics()
+    if transactions is not None:
+        d, s = cfg.dedup, cfg.state
+        store = MemoryDedupStore(d.window_seconds, min(d.max_entries, bounds.dedup_max_entries))
+        from bridge.state.store import MemoryStateStore
+
+        state_store = MemoryStateStore(s.remember_seconds, s.max_subjects)
     dedup = None
     if cfg.dedup.enabled:
         dedup = Deduplicator(
@@ -120,5 +131,6 @@ def build_pipeline(cfg: BridgeConfig, sink: Sink, metrics: Metrics | None = None
         max_outbox_bytes=bounds.delivery_bytes,
         normalize=normalize,
         plugin=build_lifecycle(cfg, router, metrics, dedup, state_store),
-        delivery_depth=cfg.sink.max_inflight_groups if cfg.sink is not None else 1,
+        delivery_depth=getattr(cfg.sink, "max_inflight_groups", 1) if cfg.sink is not None else 1,
+        transactions=transactions,
     )

@@ -204,6 +204,32 @@ class ShutdownConfig(_Strict):
     )
 
 
+class DeliveryConfig(_Strict):
+    guarantee: Literal["at_least_once", "exactly_once"] = Field(
+        "at_least_once",
+        description="at_least_once: a crash may publish an event again (dedup suppresses copies within its window); "
+        "exactly_once: Kafka sources into the Kafka sink through Kafka transactions, per input partition: routed "
+        "records, dead letters, state-topic records, the durable state and the consumer offsets commit together "
+        "(read the outputs read_committed; docs/design.md, Exactly once)",
+    )
+    transaction_max_records: int = Field(
+        5000, ge=1, description="exactly_once: a transaction commits once it holds this many records (or sooner)"
+    )
+    transaction_max_ms: int = Field(
+        100, ge=1,
+        description="exactly_once: a transaction commits at the latest this long after it began (outputs become "
+        "visible to read_committed readers at commit)",
+    )
+    transaction_timeout_ms: int = Field(
+        60_000, ge=1000, le=900_000,
+        description="exactly_once: the broker aborts a transaction left open this long (a replica that froze)",
+    )
+    changelog_topic: str | None = Field(
+        None, description="exactly_once: the compacted topic of the durable state (dedup ids, last sequences, last "
+        "states); default <group_id>.bridge-changelog per Kafka source, created at start",
+    )
+
+
 def _default_routes() -> list[RouteConfig]:
     return [RouteConfig(name="all", topic="ml.events")]
 
@@ -233,6 +259,28 @@ class BridgeConfig(_Strict):
     readiness: ReadinessConfig = Field(default_factory=ReadinessConfig, description="what /readyz checks")
     limits: LimitsConfig = Field(default_factory=LimitsConfig, description="the memory budget")
     state: StateConfig = Field(default_factory=StateConfig, description="ML lifecycle state (state topic)")
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig,
+                                     description="delivery guarantee: at least once, or exactly once (Kafka to Kafka)")
+
+    @model_validator(mode="after")
+    def _exactly_once_is_kafka_to_kafka(self) -> BridgeConfig:
+        if self.delivery.guarantee != "exactly_once":
+            return self
+        others = [f"{s.name} ({s.type})" for s in self.sources if s.type != "kafka"]
+        if others:
+            raise ValueError(
+                f"delivery.guarantee exactly_once takes Kafka sources only, not {', '.join(others)}: a Kafka "
+                "transaction can commit Kafka consumer offsets with the outputs, but not an SQS delete or an Event "
+                "Hubs checkpoint, so those sources could publish an event twice; run them in a bridge with "
+                "at_least_once (dedup suppresses their copies), or bridge them into Kafka first")
+        if self.sink is not None and self.sink.type != "kafka":
+            raise ValueError(f"delivery.guarantee exactly_once needs the kafka sink, not {self.sink.type}")
+        if not self.dedup.enabled:
+            raise ValueError("delivery.guarantee exactly_once needs dedup.enabled: the ids of committed events (kept in "
+                             "the changelog topic) are how a record read again after an abort is recognised")
+        if self.sink is not None and getattr(self.sink, "acks", "all") != "all":
+            raise ValueError("delivery.guarantee exactly_once needs sink.acks all (transactions are idempotent)")
+        return self
 
     @model_validator(mode="after")
     def _state_route_name(self) -> BridgeConfig:

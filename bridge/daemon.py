@@ -35,6 +35,7 @@ from bridge.sources import registry
 from bridge.sources.registry import SourceResources, SourceSettings
 
 if TYPE_CHECKING:
+    from bridge.eos import ExactlyOnce
     from bridge.state.store import StateStore
 
 log = structlog.get_logger("bridge.daemon")
@@ -65,14 +66,23 @@ class Daemon:
         self.budget = MemoryBudget(self.plan.held_bytes, on_pause=budget_metrics.source_pauses.inc)
         budget_metrics.memory_budget.set(self.plan.held_bytes)
         budget_metrics.memory_limit.set(self.plan.memory_mb * MiB)
+        self.sink = sink if sink is not None else build_sink(cfg)
+        share = self.plan.source_bytes // max(1, len(cfg.sources))
+        self.eos: ExactlyOnce | None = None
+        if cfg.delivery.guarantee == "exactly_once":
+            from bridge.eos import build_exactly_once
+
+            txn_sources, self.eos = build_exactly_once(cfg, self.sink, self.metrics, self.budget, share)
+            sources = sources if sources is not None else list(txn_sources)
+            if cfg.dedup.store == "redis":
+                log.warning("daemon.dedup_store_unused", store="redis",
+                            detail="exactly_once keeps dedup ids and last states in its changelog topic, not Redis")
         if sources is None:
-            share = self.plan.source_bytes // max(1, len(cfg.sources))
             sources = [build_source(s, self.budget, share) for s in cfg.sources]
         self.sources = sources
-        self.sink = sink if sink is not None else build_sink(cfg)
-        self.store = build_dedup_store(cfg, self.plan) if cfg.dedup.enabled else None
+        self.store = build_dedup_store(cfg, self.plan) if cfg.dedup.enabled and self.eos is None else None
         self.pipeline: Pipeline = build_pipeline(cfg, self.sink, self.metrics, self.store, self.budget,
-                                                 state_store=state_store)
+                                                 state_store=state_store, transactions=self.eos)
         self.queue: asyncio.Queue[SourceBatch | None] = asyncio.Queue(maxsize=8)
         self.stopping = asyncio.Event()
         self._admitting = False  # the processor is inside pipeline.submit (e.g. waiting for the dedup store)
@@ -179,6 +189,10 @@ class Daemon:
             log.info("daemon.stopped", exit_code=0)
             return 0
         await _bounded(self.pipeline.prepare(), min(30.0, self.cfg.shutdown.grace_seconds), "pipeline preparation")
+        if self.eos is not None and not await self._with_backoff("changelog topics", self.eos.start):
+            await self._close_connections(loop.time() + self.cfg.shutdown.grace_seconds, watch, probes)
+            log.info("daemon.stopped", exit_code=0)
+            return 0
         worker = self.pipeline.start()
         pumps = [asyncio.create_task(self._pump(s), name=f"source-{s.name}") for s in self.sources]
         processor = asyncio.create_task(self._process(), name="pipeline")
@@ -230,7 +244,10 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for t in tasks:
             t.cancel()
-        steps: list[tuple[str, Any]] = [(f"source {s.name}", s.stop) for s in self.sources]
+        steps: list[tuple[str, Any]] = []
+        if self.eos is not None:  # what the drain left open is aborted before the sources leave their groups
+            steps.append(("transactions", self.eos.close))
+        steps.extend((f"source {s.name}", s.stop) for s in self.sources)
         steps.append(("sink", self.sink.stop))
         if self.store is not None:
             steps.append(("dedup store", self.store.close))

@@ -88,6 +88,8 @@ class SourceBatch:
     nbytes: int = 0
     nack: AckFn | None = None
     release: Release | None = None
+    lane: Lane | None = None
+    """The input partition of every message, where the source is transactional (exactly-once), else ``None``."""
 
     def __post_init__(self) -> None:
         if self.ack is None and self.release is not None:
@@ -95,6 +97,18 @@ class SourceBatch:
 
 
 Header = tuple[str, bytes]
+
+
+class Lane(NamedTuple):
+    """One input partition of a transactional source (exactly-once delivery, docs/design.md "Exactly once"): the
+    records, dead letters, state and offsets of its events travel in that partition's own transactions. ``epoch``
+    grows each time the source rewinds (an aborted transaction, a rebalance): a batch of an older epoch is stale
+    and never admitted."""
+
+    source: str
+    topic: str
+    partition: int
+    epoch: int
 
 
 class OutRecord(NamedTuple):

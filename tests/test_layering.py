@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"bridge.sources", "bridge.sinks", "bridge.pipeline"},  # the connectors and the pipeline: none knows another
     {"bridge.state"},  # the pipeline's plug-in
     {"bridge.config"},
-    {"bridge.app", "bridge.config_docs", "bridge.testing"},
+    {"bridge.app", "bridge.config_docs", "bridge.testing", "bridge.eos"},
     {"bridge.readiness", "bridge.tools"},
     {"bridge.daemon"},
     {"bridge.cli"},

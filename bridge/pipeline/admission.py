@@ -89,6 +89,8 @@ class Admission:
         keep_raw: bool = False,
         trust: TrustPolicy | None = None,
         plugin: GroupPlugin | None = None,
+        keep_subject: bool = False,
+        replay_keys: bool = False,
     ) -> None:
         self.router = router
         self.encoder = encoder
@@ -100,13 +102,33 @@ class Admission:
         self._keep_raw = keep_raw  # the raw body is kept only to dead-letter late events
         self.trust = trust
         self.plugin = plugin  # what a record keeps for the plug-in's decisions (bridge.state: changes_only routes)
+        self.keep_subject = keep_subject  # exactly-once: the last sequence per subject is made durable
+        self._replay_keys = replay_keys and dedup is not None  # exactly-once: dead letters keyed by input position
 
     def _dead(self, msg: RawMessage, reason: str, tracker: Tracker, kind: str, body: bytes | None = None,
-              event: CloudEvent | None = None) -> DeadRecord:
+              event: CloudEvent | None = None, key: tuple[str, str] | None = None) -> DeadRecord:
         dl = DeadLetter(self.deadletter_topic, reason, msg.body if body is None else body, msg.source, msg.position,
                         event)
         self.metrics.deadlettered.labels(kind).inc()
-        return DeadRecord(self.encoder.dead_letter(dl), tracker, kind)
+        if key is None and self._replay_keys:
+            key = (msg.source, f"@{msg.position}#{kind}#{event.id if event is not None else ''}")
+        return DeadRecord(self.encoder.dead_letter(dl), tracker, kind, key)
+
+    async def _first_dead_letters(self, dead: list[DeadRecord], tracker: Tracker) -> tuple[list[DeadRecord], int]:
+        """Exactly-once: dead letters carry a key made of their input position; one whose key was recorded (its
+        input is read again after a rewind, its dead letter committed before its offset) is not written twice.
+        Returns the dead letters to publish and how many wait for their copy in flight."""
+        assert self.dedup is not None
+        codes = await self.dedup.split([d.dkey for d in dead if d.dkey is not None])
+        kept: list[DeadRecord] = []
+        waiting = 0
+        for d, code in zip(dead, codes, strict=True):
+            if code == FRESH:
+                kept.append(d)
+            elif code == INFLIGHT and d.dkey is not None:
+                self.settlement.wait_for_original(d.dkey, tracker)
+                waiting += 1
+        return kept, waiting
 
     async def admit(self, batch: SourceBatch, tracker: Tracker) -> Admitted:
         out = Admitted()
@@ -143,7 +165,10 @@ class Admission:
         self.metrics.events_in.labels(source).inc(len(events) + untrusted)
         if untrusted:
             self.metrics.untrusted.labels(source).inc(untrusted)
-        tracker.hold(len(out.dead) + len(events))
+        waiting = 0
+        if self._replay_keys and out.dead:
+            out.dead, waiting = await self._first_dead_letters(out.dead, tracker)
+        tracker.hold(len(out.dead) + waiting + len(events))
         if not events:
             return out
         keys = [(_intern(ev.source), ev.id) for ev in events]
@@ -177,6 +202,7 @@ class Admission:
         match = self.router.match
         encode = self.encoder.encode
         keep_raw = self._keep_raw
+        keep_subject = self.keep_subject
         plugin = self.plugin
         encode_all = plugin is not None and plugin.encode_unrouted
         unrouted = 0
@@ -197,12 +223,17 @@ class Admission:
                 msg = origins[i]
                 reason = f"processing failed (event {ev.id!r}): {_describe(exc)}"
                 log.error("pipeline.event_failed", id=ev.id, subject=ev.subject, error=reason, detail="dead-lettered")
+                if self._replay_keys:  # exactly-once: the id stays recorded with the dead letter (never twice)
+                    out.dead.append(self._dead(msg, reason, tracker, "error", key=key))
+                    self.settlement.became_dead_letters(1)
+                    continue
                 out.dead.append(self._dead(msg, reason, tracker, "error"))
                 failed.append(key)
                 continue
             msg = origins[i]
             records.append(Record(value, meta, ev.sequence, hash((key[0], ev.subject)), key, routes, tracker,
-                                  msg.body if keep_raw else None, kept, msg.position))
+                                  msg.body if keep_raw else None, kept, msg.position,
+                                  ev.subject if keep_subject else None))
         if unrouted:
             self.metrics.unrouted.labels(source).inc(unrouted)
         if failed:

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import structlog
 
@@ -37,7 +37,9 @@ from bridge.pipeline.records import DeadRecord, Record
 from bridge.pipeline.reorder import ReorderBuffer
 from bridge.pipeline.router import Router
 from bridge.pipeline.settlement import Settlement
+from bridge.pipeline.transactions import Transactions
 from bridge.pipeline.trust import TrustPolicy
+from bridge.pipeline.txn_delivery import TransactionalDelivery
 from bridge.retry import PUBLISH, Backoff
 
 log = structlog.get_logger("bridge.pipeline")
@@ -83,6 +85,7 @@ class Pipeline:
         trust: TrustPolicy | None = None,
         plugin: GroupPlugin | None = None,
         delivery_depth: int = 2,
+        transactions: Transactions | None = None,
     ) -> None:
         self.router = router
         self.sink = sink
@@ -98,15 +101,23 @@ class Pipeline:
         self.encoder = sink.encoder
         self.settlement = Settlement(dedup, self.metrics, clock)
         self.plugin = plugin
+        self.transactions = transactions
         self.admission = Admission(
             router, self.encoder, self.settlement, self.metrics, deadletter_topic=deadletter_topic, dedup=dedup,
             normalize=normalize, keep_raw=late_policy == "deadletter", trust=trust, plugin=plugin,
+            keep_subject=transactions is not None and reorder is not None, replay_keys=transactions is not None,
         )
-        self.delivery = Delivery(
-            sink, self.encoder, self.settlement, self.metrics, deadletter_topic=deadletter_topic,
-            max_bytes=max_outbox_bytes, retry_backoff=retry_backoff, clock=clock, after_delivery=self._update_gauges,
-            plugin=plugin, depth=delivery_depth,
-        )
+        common: dict[str, Any] = {
+            "deadletter_topic": deadletter_topic, "max_bytes": max_outbox_bytes, "retry_backoff": retry_backoff,
+            "clock": clock, "after_delivery": self._update_gauges, "plugin": plugin, "depth": delivery_depth,
+        }
+        if transactions is None:
+            self.delivery: Delivery = Delivery(sink, self.encoder, self.settlement, self.metrics, **common)
+        else:
+            self.delivery = TransactionalDelivery(sink, self.encoder, self.settlement, self.metrics,
+                                                  transactions=transactions, rewind=self.rewind,
+                                                  dedup_ids=dedup is not None, **common)
+        self._admitting = asyncio.Lock()  # a rewind happens between two admissions, never inside one
         self._worker: asyncio.Task[None] | None = None
 
     # -- what readiness and metrics read --------------------------------------------------------------
@@ -181,6 +192,18 @@ class Pipeline:
         """Take one source batch through admission and ordering into the outbox."""
         self.start()
         await self.delivery.room()
+        txn = self.transactions
+        if txn is None:
+            await self._admit(batch)
+            return
+        async with self._admitting:
+            if not txn.current(batch.lane):  # fetched before a rewind: its source delivers it again
+                if self.budget is not None and batch.nbytes:
+                    self.budget.refund("source", batch.nbytes)
+                return
+            await self._admit(batch)
+
+    async def _admit(self, batch: SourceBatch) -> None:
         now = self._clock()
         tracker = self.settlement.track(batch, now)
         admitted = await self.admission.admit(batch, tracker)
@@ -200,6 +223,29 @@ class Pipeline:
             self._queue_ready(records)
         tracker.seal()
         self._update_gauges()
+
+    async def rewind(self) -> None:
+        """Exactly-once delivery: drop everything held (reorder buffer, in-flight batches, dedup's and the plug-in's
+        in-flight decisions), have the transactions rewind the sources, and restore the durable state read back
+        (``bridge.pipeline.transactions``). Called by the delivery worker, which dropped its outbox first."""
+        txn = self.transactions
+        assert txn is not None
+        async with self._admitting:
+            if self.reorder is not None:
+                self.reorder.reset()
+            if self.dedup is not None:
+                self.dedup.reset()
+            if self.plugin is not None:
+                self.plugin.reset()
+            self.settlement.reset()
+            state = await txn.rewind()
+            if self.dedup is not None:
+                self.dedup.restore(state.ids)
+            if self.reorder is not None:
+                self.reorder.restore((hash(key), seq) for key, seq in state.seqs.items())
+            if self.plugin is not None:
+                self.plugin.restore(state.plugin)
+            self._update_gauges()
 
     def tick(self) -> None:
         """Release reorder-buffer records whose max_delay has passed."""
@@ -234,7 +280,7 @@ class Pipeline:
             body = rec.raw if rec.raw is not None else (self.encoder.event_json(rec) if rec.meta else b"")
             dl = DeadLetter(self.deadletter_topic, reason, body, source, "")
             dead.append(DeadRecord(self.encoder.dead_letter(dl, rec), rec.tracker, "late", rec.dkey))
-        self.settlement.became_dead_letters(late)
+        self.settlement.became_dead_letters(len(late))
         self.stats.deadlettered.labels("late").inc(len(dead))
         return dead
 

@@ -112,6 +112,34 @@ class MemoryDedupStore:
                 buckets.append([now, float(added)])
         self._expire(now)
 
+    def clear(self) -> None:
+        self._keys.clear()
+        self._order.clear()
+        self._buckets.clear()
+
+    def restore(self, batches: Iterable[tuple[float, Sequence[DedupKey]]]) -> None:
+        """Ids recorded ``age`` seconds ago, oldest first (exactly-once delivery reads them back from Kafka): they
+        expire when they would have, had this process recorded them."""
+        now = self._clock()
+        present, order, buckets = self._keys, self._order, self._buckets
+        for age, keys in batches:
+            when = now - max(0.0, age)
+            if when < now - self.window:
+                continue
+            added = 0
+            for key in keys:
+                h = hash(key)
+                if h not in present:
+                    present.add(h)
+                    order.append(h)
+                    added += 1
+            if added:
+                if buckets and buckets[-1][0] >= when:  # out of order by a little: keep the buckets monotonic
+                    buckets[-1][1] += added
+                else:
+                    buckets.append([when, float(added)])
+        self._expire(now)
+
     def _expire(self, now: float | None = None) -> None:
         if now is None:
             now = self._clock()
@@ -256,3 +284,14 @@ class Deduplicator(StoreGuard):
         """The events with these keys were not delivered (shutdown before publish): no longer in flight."""
         for key in keys:
             self._inflight.discard(key)
+
+    def reset(self) -> None:
+        """Nothing in flight, nothing remembered (a rewind of exactly-once delivery: ``restore`` follows)."""
+        self._inflight.clear()
+        if self._memory is not None:
+            self._memory.clear()
+
+    def restore(self, batches: Iterable[tuple[float, Sequence[DedupKey]]]) -> None:
+        """Ids read back from the durable state (exactly-once delivery keeps the dedup store in memory)."""
+        if self._memory is not None:
+            self._memory.restore(batches)

@@ -14,13 +14,18 @@ The pipeline calls a ``GroupPlugin`` at five points and nowhere else:
    ``bridge.pipeline.settlement``), or ``GroupPlan.discard()`` when the group will not be published as planned;
 5. ``close()`` at shutdown. ``store`` is the health of the plug-in's store for readiness (``None``: none).
 
+With exactly-once delivery (``bridge.pipeline.transactions``) what a plan records is durable state written in the
+group's transactions: ``GroupPlan.changes()`` gives it as opaque (key, value) entries, each with the record that
+caused it; after a rewind the plug-in is ``reset()`` and ``restore``s the entries read back (later entries of a
+key win), so it decides as before the crash.
+
 A plug-in sees the pipeline's records through this module only (``Record``, ``DeadRecord``, ``Route``): it
 imports nothing else of ``bridge.pipeline``, and the pipeline imports nothing of it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from bridge.envelope import CloudEvent
@@ -47,6 +52,10 @@ class GroupPlan(Protocol):
         """The group will not be published as planned (an aborted transaction): forget the plan."""
         ...
 
+    def changes(self) -> Sequence[tuple[Record, bytes, bytes]]:
+        """What ``settle`` will record, as durable (key, value) entries, each with the record that caused it."""
+        ...
+
 
 class GroupPlugin(Protocol):
     """The contract the pipeline calls (see the module docstring)."""
@@ -62,5 +71,13 @@ class GroupPlugin(Protocol):
     def extract(self, event: CloudEvent, routes: tuple[Route, ...]) -> StateValues | None: ...
 
     async def plan(self, box: Sequence[Record | DeadRecord]) -> GroupPlan | None: ...
+
+    def reset(self) -> None:
+        """Forget every decision and plan held (a rewind: the durable state is restored next)."""
+        ...
+
+    def restore(self, entries: Iterable[tuple[bytes, bytes]]) -> None:
+        """Take back durable entries ``GroupPlan.changes`` gave, in the order they were written."""
+        ...
 
     async def close(self) -> None: ...

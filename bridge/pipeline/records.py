@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Final
 
 from bridge import jsonutil
-from bridge.model import AckFn, OutRecord, Release
+from bridge.model import AckFn, Lane, OutRecord, Release
 from bridge.pipeline.router import Route
 
 RECORD_OVERHEAD: Final = 420
@@ -32,14 +32,15 @@ class Tracker:
     batch gives its position back (``bridge.pipeline.settlement``, steps 4 and 5).
     """
 
-    __slots__ = ("_on_done", "ack", "arrival", "batch_release", "done", "pending", "sealed", "source")
+    __slots__ = ("_on_done", "ack", "arrival", "batch_release", "done", "lane", "pending", "sealed", "source")
 
     def __init__(
         self, ack: AckFn | None, on_done: Callable[[Tracker], None], source: str = "", arrival: float = 0.0,
-        release: Release | None = None,
+        release: Release | None = None, lane: Lane | None = None,
     ) -> None:
         self.ack = ack
         self.batch_release = release
+        self.lane = lane  # the batch's input partition (exactly-once delivery), else None
         self.source = source
         self.arrival = arrival
         self.pending = 0
@@ -70,7 +71,7 @@ class Record:
     """An admitted, routed and encoded event (implements ``bridge.model.HeldEvent``)."""
 
     __slots__ = ("deadline", "dkey", "emitted", "late", "meta", "nbytes", "position", "raw", "routes", "seq", "skey",
-                 "state", "tracker", "value")
+                 "state", "subject", "tracker", "value")
 
     def __init__(
         self,
@@ -84,6 +85,7 @@ class Record:
         raw: bytes | None = None,
         state: tuple[str | bytes, ...] | None = None,
         position: str = "",
+        subject: str | None = None,
     ) -> None:
         self.value = value
         self.meta = meta
@@ -95,6 +97,7 @@ class Record:
         self.raw = raw  # the raw input, kept only when late events are dead-lettered
         self.state = state  # (subject, state values): kept for the plug-in (bridge.pipeline.plugin)
         self.position = position  # of its input message (the source's string, shared): for a dead letter
+        self.subject = subject  # kept only where the last sequence per subject is made durable (exactly-once)
         self.late = False
         self.emitted = False
         self.deadline = 0.0
@@ -103,6 +106,8 @@ class Record:
         n = len(value) + len(meta) + len(position) + RECORD_OVERHEAD + (len(raw) if raw is not None else 0)
         if state is not None:
             n += STATE_OVERHEAD + sum(len(x) for x in state)
+        if subject is not None:
+            n += 49 + len(subject)
         self.nbytes = n
 
 

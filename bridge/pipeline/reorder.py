@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from bisect import bisect_right, insort
 from collections import OrderedDict, deque
+from collections.abc import Iterable
 
 from bridge.pipeline.records import Record
 
@@ -49,6 +50,25 @@ class ReorderBuffer:
     @property
     def subjects(self) -> int:
         return len(self._lists)
+
+    def reset(self) -> None:
+        """Hold nothing, remember nothing emitted (a rewind of exactly-once delivery: ``restore`` follows)."""
+        for rec in self._fifo:
+            rec.emitted = True  # a record still referenced elsewhere is done with this buffer
+        self._lists.clear()
+        self._fifo.clear()
+        self._last.clear()
+        self.size = self.bytes = 0
+
+    def restore(self, last: Iterable[tuple[int, str]]) -> None:
+        """The last sequence emitted per subject key, read back from the durable state (lateness as before)."""
+        mine = self._last
+        for key, seq in last:
+            prev = mine.get(key)
+            if prev is None or seq > prev:
+                mine[key] = seq
+        while len(mine) > self.max_subjects:
+            mine.popitem(last=False)
 
     def push(self, records: list[Record], now: float) -> tuple[list[Record], list[Record]]:
         """Add records; return (released early under pressure, late records)."""

@@ -82,7 +82,7 @@ class Settlement:
 
     # -- admission side -------------------------------------------------------------------------------
     def track(self, batch: SourceBatch, now: float) -> Tracker:
-        tracker = Tracker(batch.ack, self._on_complete, batch.source, now, batch.release)
+        tracker = Tracker(batch.ack, self._on_complete, batch.source, now, batch.release, batch.lane)
         if batch.nack is not None:
             self._nacks[tracker] = batch.nack
         return tracker
@@ -191,10 +191,10 @@ class Settlement:
         self._inflight -= len(keys)
         self._release_waiting(keys)
 
-    def became_dead_letters(self, records: Sequence[Record]) -> None:
-        """Records turned into dead letters (late policy ``deadletter``): no longer in flight as events (their ids
-        are recorded once the dead letters are published)."""
-        self._inflight -= len(records)
+    def became_dead_letters(self, n: int) -> None:
+        """``n`` admitted events turned into dead letters (late policy ``deadletter``; a poison event under
+        exactly-once): no longer in flight as events (their ids are recorded once the dead letters are published)."""
+        self._inflight -= n
 
     def _release_waiting(self, keys: Iterable[DedupKey]) -> None:
         waiting = self._waiting
@@ -244,6 +244,18 @@ class Settlement:
         except Exception as exc:  # the source will redeliver; at least once holds
             self.metrics.ack_errors.labels(source).inc()
             log.error("pipeline.ack_failed", source=source, error=str(exc))
+
+    def reset(self) -> None:
+        """Drop every batch in flight without releasing it (a rewind of exactly-once delivery: the sources go back
+        to their committed offsets and deliver these batches again): no copies waiting, nothing in flight, and the
+        settling of dropped records under way cancelled."""
+        self._waiting.clear()
+        self._nacks.clear()
+        self._complete.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        self._tasks.clear()
+        self._inflight = 0
 
     # -- giving up and waiting ------------------------------------------------------------------------
     async def give_up(self, unadmitted: Sequence[SourceBatch] = ()) -> int:

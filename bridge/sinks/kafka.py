@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
 import structlog
@@ -230,6 +230,17 @@ class KafkaSink:
         return self._producer
 
     async def start(self) -> None:
+        producer = AIOKafkaProducer(**self.producer_kwargs())
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()  # release its connections before the caller retries
+            raise
+        self._producer = producer
+        log.info("kafka.sink_started", sink=self.name, mode=self.config.mode)
+
+    def producer_kwargs(self) -> dict[str, Any]:
+        """The producer's settings (also those of exactly-once delivery's transactional producers)."""
         cfg = self.config
         kwargs = cfg.client_kwargs()
         kwargs.update(
@@ -241,14 +252,7 @@ class KafkaSink:
             enable_idempotence=cfg.enable_idempotence,
         )
         kwargs.update(self._client_overrides)
-        producer = AIOKafkaProducer(**kwargs)
-        try:
-            await producer.start()
-        except BaseException:
-            await producer.stop()  # release its connections before the caller retries
-            raise
-        self._producer = producer
-        log.info("kafka.sink_started", sink=self.name, mode=cfg.mode)
+        return kwargs
 
     async def stop(self) -> None:
         producer, self._producer = self._producer, None
@@ -316,6 +320,40 @@ class KafkaSink:
         if self._broken is not None:  # nothing more for a producer that failed a batch: it is replaced first
             raise self._failure(records, {}, [], [_Unsent(self._broken)])
         producer = self.producer
+        by_topic = self._by_topic(records)
+        spans: list[_Span] = []
+        groups: dict[tuple[str, int], list[int]] = {}
+        hand = _Handover(self)
+        try:
+            groups = await hand.retrying(lambda: self._group(producer, records, by_topic))
+            for tp, indices in groups.items():
+                for batch, first, end in _batches(producer, records, indices):
+                    spans.append((await hand.send(producer, batch, tp), tp, first, end))
+        except Exception as exc:
+            await asyncio.gather(*(span[0] for span in spans), return_exceptions=True)
+            raise self._failure(records, groups, spans, [exc], handed_all=False) from exc
+        return asyncio.ensure_future(self._confirmed(records, groups, spans))
+
+    async def enqueue_on(self, producer: AIOKafkaProducer, records: Sequence[OutRecord]) -> Awaitable[None]:
+        """``records`` on another producer (exactly-once delivery's transactional ones), in order per partition,
+        without this sink's recovery: a failure fails the transaction, which is aborted and rewound instead."""
+        if not records:
+            return completed()
+        groups = await self._group(producer, records, self._by_topic(records))
+        futures: list[asyncio.Future[Any]] = []
+        for tp, indices in groups.items():
+            for batch, _, _ in _batches(producer, records, indices):
+                futures.append(await producer.send_batch(batch, tp[0], partition=tp[1]))
+        return asyncio.ensure_future(self._all_acknowledged(records, futures))
+
+    async def _all_acknowledged(self, records: Sequence[OutRecord], futures: list[asyncio.Future[Any]]) -> None:
+        errors = [r for r in await asyncio.gather(*futures, return_exceptions=True) if isinstance(r, BaseException)]
+        if errors:
+            raise KafkaPublishError(f"{len(errors)} of {len(futures)} batches not acknowledged: {errors[0]!r}", errors,
+                                    unconfirmed=records)
+
+    def _by_topic(self, records: Sequence[OutRecord]) -> dict[str, list[int]]:
+        """Record indices per topic; a record the broker would refuse (over ``max_request_bytes``) raises at once."""
         by_topic: dict[str, list[int]] = {}
         limit = self.config.max_request_bytes
         for i, (_, topic, key, value, headers) in enumerate(records):
@@ -327,28 +365,7 @@ class KafkaSink:
             if group is None:
                 group = by_topic[topic] = []
             group.append(i)
-
-        spans: list[_Span] = []
-        groups: dict[tuple[str, int], list[int]] = {}
-        hand = _Handover(self)
-        try:
-            groups = await hand.retrying(lambda: self._group(producer, records, by_topic))
-            for tp, indices in groups.items():
-                batch, first = producer.create_batch(), 0
-                for n, i in enumerate(indices):
-                    _, _, key, value, headers = records[i]
-                    if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
-                        spans.append((await hand.send(producer, batch, tp), tp, first, n))
-                        batch, first = producer.create_batch(), n
-                        if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
-                            msg = f"record of {len(value)} bytes does not fit a batch (max_batch_bytes)"
-                            raise KafkaPublishError(msg, [], permanent=True)
-                if batch.record_count():
-                    spans.append((await hand.send(producer, batch, tp), tp, first, len(indices)))
-        except Exception as exc:
-            await asyncio.gather(*(span[0] for span in spans), return_exceptions=True)
-            raise self._failure(records, groups, spans, [exc], handed_all=False) from exc
-        return asyncio.ensure_future(self._confirmed(records, groups, spans))
+        return by_topic
 
     async def _confirmed(self, records: Sequence[OutRecord], groups: dict[tuple[str, int], list[int]],
                          spans: list[_Span]) -> None:
@@ -396,6 +413,23 @@ class KafkaSink:
                 partition = _partitioner(key, partitions, available) if key is not None else sticky
                 groups.setdefault((topic, partition), []).append(i)
         return groups
+
+
+def _batches(producer: AIOKafkaProducer, records: Sequence[OutRecord],
+             indices: Sequence[int]) -> Iterator[tuple[Any, int, int]]:
+    """The records of one partition (``indices``, in order) in producer batches: (batch, first, end) with the
+    slice of ``indices`` each holds; a record that does not fit an empty batch raises (``permanent``)."""
+    batch, first = producer.create_batch(), 0
+    for n, i in enumerate(indices):
+        _, _, key, value, headers = records[i]
+        if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
+            yield batch, first, n
+            batch, first = producer.create_batch(), n
+            if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
+                msg = f"record of {len(value)} bytes does not fit a batch (max_batch_bytes)"
+                raise KafkaPublishError(msg, [], permanent=True)
+    if batch.record_count():
+        yield batch, first, len(indices)
 
 
 CONNECTOR = register(SinkConnector(

@@ -89,7 +89,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._source._on_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        log.info("kafka.partitions_assigned", source=self._source.name, partitions=_tps(assigned))
+        await self._source._on_assigned(assigned)
 
 
 def _tps(tps: Iterable[TopicPartition]) -> list[str]:
@@ -188,6 +188,7 @@ class KafkaSource:
             max_poll_interval_ms=cfg.max_poll_interval_ms,
         )
         kwargs.update(self._client_overrides)
+        kwargs.update(self._extra_consumer_kwargs())
         self._checkpoints = Checkpointer()
         consumer = AIOKafkaConsumer(**kwargs)
         consumer.subscribe(topics=list(cfg.topics), listener=_Rebalance(self))
@@ -199,8 +200,16 @@ class KafkaSource:
         self._consumer = consumer
         self._stopping = False
         self._paused = False
-        self._commit_task = asyncio.create_task(self._commit_loop(), name=f"kafka-commit-{self.name}")
+        self._start_committing()
         log.info("kafka.source_started", source=self.name, topics=cfg.topics, group=cfg.group_id)
+
+    def _extra_consumer_kwargs(self) -> dict[str, Any]:
+        """Consumer settings a subclass adds (the transactional source reads ``read_committed``)."""
+        return {}
+
+    def _start_committing(self) -> None:
+        """The commit task (a transactional source commits its offsets in transactions instead)."""
+        self._commit_task = asyncio.create_task(self._commit_loop(), name=f"kafka-commit-{self.name}")
 
     async def batches(self) -> AsyncGenerator[SourceBatch, None]:
         consumer = self.consumer
@@ -220,10 +229,10 @@ class KafkaSource:
             except ConsumerStoppedError:
                 return
             if fetched:
-                batch = self._make_batch(fetched)
-                if budget is not None:
-                    budget.charge("source", batch.nbytes)
-                yield batch
+                for batch in self._make_batches(fetched):
+                    if budget is not None:
+                        budget.charge("source", batch.nbytes)
+                    yield batch
 
     def _pause(self, consumer: AIOKafkaConsumer) -> None:
         assigned = consumer.assignment()
@@ -240,6 +249,10 @@ class KafkaSource:
             consumer.resume(*paused)
         self._paused = False
         log.info("kafka.resumed", source=self.name)
+
+    def _make_batches(self, fetched: Mapping[TopicPartition, Sequence[Any]]) -> list[SourceBatch]:
+        """One batch per poll (it may span partitions)."""
+        return [self._make_batch(fetched)]
 
     def _make_batch(self, fetched: Mapping[TopicPartition, Sequence[Any]]) -> SourceBatch:
         messages: list[RawMessage] = []
@@ -323,6 +336,9 @@ class KafkaSource:
             self.committed.update(offsets)
             log.debug("kafka.committed", source=self.name, offsets=_fmt(offsets))
             return True
+
+    async def _on_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        log.info("kafka.partitions_assigned", source=self.name, partitions=_tps(assigned))
 
     async def _on_revoked(self, revoked: Sequence[TopicPartition]) -> None:
         async with self._commit_lock:

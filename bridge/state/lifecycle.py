@@ -28,7 +28,7 @@ imports it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -70,12 +70,38 @@ class Plan:
     owner: Lifecycle
     kept: list[tuple[Record, Route, StateKey]] = field(default_factory=list)
     writes: dict[StateKey, Entry] = field(default_factory=dict)
+    causes: dict[StateKey, Record] = field(default_factory=dict)  # the record behind each write
 
     async def settle(self) -> None:
         await self.owner.settle(self)
 
     def discard(self) -> None:
         self.owner.forget(self)
+
+    def changes(self) -> list[tuple[Record, bytes, bytes]]:
+        """The writes as durable entries (exactly-once delivery): what ``settle`` will record."""
+        failed = self.owner.failed(self)
+        return [(self.causes[key], encode_key(key), encode_entry(entry)) for key, entry in self.writes.items()
+                if key not in failed]
+
+
+def encode_key(key: StateKey) -> bytes:
+    """(scope, source, subject) as a durable key."""
+    return "\x00".join(key).encode()
+
+
+def encode_entry(entry: Entry) -> bytes:
+    """(sequence, state value) as a durable value: the sequence (no NUL in it), a NUL, the value's bytes."""
+    return entry[0].encode() + b"\x00" + entry[1]
+
+
+def decode(key: bytes, value: bytes) -> tuple[StateKey, str, bytes] | None:
+    """A durable entry back as a store write, or None when it is not one of ours."""
+    parts = key.decode(errors="replace").split("\x00")
+    seq, sep, state = value.partition(b"\x00")
+    if len(parts) != 3 or not sep:
+        return None
+    return (parts[0], parts[1], parts[2]), seq.decode(errors="replace"), state
 
 
 class Lifecycle:
@@ -176,7 +202,7 @@ class Lifecycle:
         if unsettled:  # decisions on their way (groups planned, not yet confirmed) are newer than the store's
             self._overlay(keys, current)
         plan = Plan(self)
-        kept, writes = plan.kept, plan.writes
+        kept, writes, causes = plan.kept, plan.writes, plan.causes
         dropped: dict[Record, list[Route]] = {}
         added: list[Record] = []
         unchanged: dict[str, int] = {}
@@ -187,11 +213,13 @@ class Lifecycle:
             if route is state_route:
                 if newer:
                     current[key] = writes[key] = (seq, _NO_VALUE)
+                    causes[key] = rec
                     added.append(rec)
                     kept.append((rec, route, key))
                 continue
             if newer and (prev is None or prev[1] != value):
                 current[key] = writes[key] = (seq, value)
+                causes[key] = rec
                 kept.append((rec, route, key))
                 continue
             found_drop = dropped.get(rec)
@@ -202,6 +230,7 @@ class Lifecycle:
             unchanged[route.name] = unchanged.get(route.name, 0) + 1
             if newer and prev is not None and seq > prev[0]:  # the same state, seen later: never go back
                 current[key] = writes[key] = (seq, prev[1])
+                causes[key] = rec
         rewrite = self._rewrite
         for rec in added:
             drop = dropped.pop(rec, None)
@@ -243,11 +272,15 @@ class Lifecycle:
         self._rewrites[key] = (routes, out)
         return out
 
+    @staticmethod
+    def failed(plan: Plan) -> set[StateKey]:
+        """Keys of kept decisions whose record lost the route (isolated and dead-lettered instead: delivery.py)."""
+        return {key for rec, route, key in plan.kept if all(r is not route for r in rec.routes)}
+
     async def settle(self, plan: Plan) -> None:
         """The group was published: record the states and sequences of what the sink confirmed, then drop the
         plan's decisions from those on their way (the store has them now)."""
-        failed = {key for rec, route, key in plan.kept  # isolated and dead-lettered instead (delivery.py)
-                  if all(r is not route for r in rec.routes)}
+        failed = self.failed(plan)
         writes = [(k, seq, value) for k, (seq, value) in plan.writes.items() if k not in failed]
         try:
             if self._memory is not None:
@@ -267,6 +300,18 @@ class Lifecycle:
             if known is plan:
                 del unsettled[i]
                 return
+
+    def reset(self) -> None:
+        """Forget the plans on their way and what the memory store holds (a rewind; ``restore`` follows)."""
+        self._unsettled.clear()
+        if self._memory is not None:
+            self._memory.clear()
+
+    def restore(self, entries: Iterable[tuple[bytes, bytes]]) -> None:
+        """Take back the durable entries (exactly-once delivery keeps the state store in memory)."""
+        writes = [w for w in (decode(k, v) for k, v in entries) if w is not None]
+        if self._memory is not None:
+            self._memory.put_now(writes)
 
     async def _lookup(self, keys: list[StateKey], checks: int) -> list[Entry | None]:
         if self._memory is not None:

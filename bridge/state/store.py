@@ -51,6 +51,9 @@ class MemoryStateStore:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def clear(self) -> None:
+        self._entries.clear()
+
     def get_now(self, keys: Sequence[StateKey]) -> list[Entry | None]:
         entries = self._entries
         now = self._clock()
