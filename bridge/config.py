@@ -276,8 +276,8 @@ class BridgeConfig(_Strict):
         if self.sink is not None and self.sink.type != "kafka":
             raise ValueError(f"delivery.guarantee exactly_once needs the kafka sink, not {self.sink.type}")
         if not self.dedup.enabled:
-            raise ValueError("delivery.guarantee exactly_once needs dedup.enabled: the ids of committed events (kept in "
-                             "the changelog topic) are how a record read again after an abort is recognised")
+            raise ValueError("delivery.guarantee exactly_once needs dedup.enabled: the ids of committed events (kept "
+                             "in the changelog topic) are how a record read again after an abort is recognised")
         if self.sink is not None and getattr(self.sink, "acks", "all") != "all":
             raise ValueError("delivery.guarantee exactly_once needs sink.acks all (transactions are idempotent)")
         return self

@@ -22,6 +22,7 @@ dead-lettered in the same transaction as its neighbours (a refused record would 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -101,10 +102,8 @@ class TransactionalDelivery(Delivery):
                 self._room.set()
                 self._wake.clear()
                 # wake for new records, a rewind, or to commit offsets released outside a group
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=max(0.05, txn.max_seconds))
-                except TimeoutError:
-                    pass
             except (asyncio.CancelledError, Exception) as exc:
                 reraise_if_cancelled(exc, self.stopping)
                 await self._abort_and_rewind(f"{type(exc).__name__}: {exc}")
