@@ -92,7 +92,8 @@ class Daemon:
                                    stopping=self.stopping, stall=StallWatch(r.stall_seconds), probes=self.probes)
         self.http = HttpServer(self.readiness, self.metrics, cfg.http.host, cfg.http.port)
         self.metrics.prime(source=[s.name for s in self.sources], route=[r.name for r in cfg.routes],
-                           kind=DEADLETTER_KINDS, policy=[cfg.reorder.late_policy] if cfg.reorder.enabled else [])
+                           kind=DEADLETTER_KINDS, policy=[cfg.reorder.late_policy] if cfg.reorder.enabled else [],
+                           outcome=["committed", "aborted"] if self.eos is not None else [])
         self._watchdog = watchdog
 
     @property

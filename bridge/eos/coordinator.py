@@ -115,6 +115,12 @@ class ExactlyOnce:
     def rewind_needed(self) -> bool:
         return self._rewind_needed
 
+    @property
+    def restored(self) -> bool:
+        """Every source's current epoch has its durable state restored: batches are admitted."""
+        return not self._rewind_needed and all(
+            self._restored.get(name) == s.epoch for name, s in self.sources.items())
+
     def on_rewind_needed(self, wake: object) -> None:
         assert callable(wake)
         self._wakes.append(wake)
@@ -225,22 +231,31 @@ class ExactlyOnce:
         self._need_rewind()
 
     async def rewind(self) -> DurableState:
-        for event in self._assigned.values():  # not while a rebalance is on its way (its callbacks take the lock)
+        for event in self._assigned.values():  # not while a rebalance is on its way: after its assignment
             await event.wait()
         async with self._lock:
             await self._abort()
             self._rewind_needed = False
             lanes: list[tuple[str, str, int]] = []
             for name, source in self.sources.items():
-                await source.rewind()
-                for tp in sorted(source.assignment()):
+                assigned = source.assignment()
+                for lk in self.producers.lanes:  # partitions the group took away: their producers go
+                    if lk[0] == name and TopicPartition(lk[1], lk[2]) not in assigned:
+                        await self.producers.close(lk)
+                for tp in sorted(assigned):
                     lk = (name, tp.topic, tp.partition)
                     fenced = self._fenced_at.get(lk)
                     if fenced is not None and time.monotonic() - fenced < 2 * self.session_timeout:
                         continue  # paused: another replica owns it unless the group says otherwise soon
                     self._fenced_at.pop(lk, None)
+                    # first fence the partition's previous owner, then read its committed offsets: a zombie's
+                    # commit lands before this (and is read) or is refused after it, never in between
                     await self.producers.open(lk, source.config.group_id)
                     lanes.append(lk)
+            epochs: dict[str, int] = {}
+            for name, source in self.sources.items():
+                await source.rewind()
+                epochs[name] = source.epoch  # a rebalance after this point moves it on: admitted after a rewind
             state = DurableState()
             for name in self.sources:
                 mine = [(t, p) for n, t, p in lanes if n == name]
@@ -260,8 +275,7 @@ class ExactlyOnce:
                 log.info("eos.restored", source=name, lanes=len(mine), records=restored.records,
                          seconds=round(restored.seconds, 3), ids=sum(len(b) for _, b in restored.state.ids))
             state.ids.sort(key=lambda b: -b[0])  # oldest first
-            for name, source in self.sources.items():
-                self._restored[name] = source.epoch
+            self._restored.update(epochs)
             return state
 
     async def close(self) -> None:
@@ -271,21 +285,16 @@ class ExactlyOnce:
 
     # -- the sources' consumer groups (LaneListener) ------------------------------------------------
     async def lanes_revoked(self, source: TransactionalKafkaSource, partitions: Sequence[TopicPartition]) -> None:
+        """No lock here (the consumer's group routine waits for this): the open transactions can no longer commit
+        (the generation moves), the worker aborts them and rewinds after the assignment; the partitions' new
+        owner fences this replica's producers anyway."""
         self._assigned[source.name].clear()
-        async with self._lock:
-            await self._abort()
-            for tp in partitions:
-                await self.producers.close((source.name, tp.topic, tp.partition))
+        self._generation += 1
         self._need_rewind()
 
     async def lanes_assigned(self, source: TransactionalKafkaSource, partitions: Sequence[TopicPartition]) -> None:
-        mine = {(source.name, tp.topic, tp.partition) for tp in partitions}
         for lk in [k for k in self._fenced_at if k[0] == source.name]:
             self._fenced_at.pop(lk)  # the group decided: what it assigns here is ours
-        async with self._lock:
-            for lk in self.producers.lanes:
-                if lk[0] == source.name and lk not in mine:
-                    await self.producers.close(lk)
         self._assigned[source.name].set()
         self._need_rewind()
 

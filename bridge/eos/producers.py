@@ -167,9 +167,14 @@ class LaneProducers:
         starts). Returns the lanes found fenced."""
         fenced: list[LaneKey] = []
         for lane in list(self._lanes.values()):
+            fatal = _fatal_error(lane.producer)
+            if isinstance(fatal, ProducerFenced):  # its sender stopped on the fence (a send, not the commit, saw it)
+                fenced.append(lane.key)
+                lane.broken, lane.in_txn = True, False
+                continue
             if not lane.in_txn and not lane.broken:
                 continue
-            if lane.in_txn and not lane.broken:
+            if lane.in_txn and not lane.broken and fatal is None:
                 try:
                     await asyncio.wait_for(lane.producer.abort_transaction(), self.close_timeout)
                     lane.in_txn = False
@@ -184,6 +189,19 @@ class LaneProducers:
 
     def broken(self) -> list[LaneKey]:
         return [k for k, lane in self._lanes.items() if lane.broken]
+
+
+def _fatal_error(producer: AIOKafkaProducer) -> BaseException | None:
+    """The error that stopped a transactional producer's sender for good (aiokafka keeps it in its transaction
+    manager: fenced, out-of-order sequence, authorization), or None."""
+    txn = getattr(producer, "_txn_manager", None)
+    if txn is None or not txn.is_fatal_error():
+        return None
+    waiter = getattr(txn, "_transaction_waiter", None)
+    if waiter is None or not waiter.done() or waiter.cancelled():
+        return RuntimeError("transactional producer in a fatal state")
+    error = waiter.exception()
+    return error if error is not None else RuntimeError("transactional producer in a fatal state")
 
 
 async def _all(waits: list[Awaitable[Any]]) -> None:
