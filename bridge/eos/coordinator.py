@@ -197,6 +197,7 @@ class ExactlyOnce:
             try:
                 await self.producers.commit(offsets)
             except LaneFenced as exc:
+                await self.producers.close(exc.lane)
                 self._fenced(exc.lane)
                 raise TransactionAborted(f"producer fenced: {exc}") from exc
             except Exception as exc:
@@ -229,6 +230,8 @@ class ExactlyOnce:
         log.warning("eos.fenced", lane=f"{lane[1]}/{lane[2]}",
                     detail="another replica owns this partition now: stopped consuming it")
         self._need_rewind()
+        # still ours after twice the session timeout (the group would have taken it away): take it up again
+        asyncio.get_running_loop().call_later(2 * self.session_timeout + 0.5, self._need_rewind)
 
     async def rewind(self) -> DurableState:
         for event in self._assigned.values():  # not while a rebalance is on its way: after its assignment
@@ -247,7 +250,8 @@ class ExactlyOnce:
                     fenced = self._fenced_at.get(lk)
                     if fenced is not None and time.monotonic() - fenced < 2 * self.session_timeout:
                         continue  # paused: another replica owns it unless the group says otherwise soon
-                    self._fenced_at.pop(lk, None)
+                    if self._fenced_at.pop(lk, None) is not None:
+                        source.resume_fenced([tp])
                     # first fence the partition's previous owner, then read its committed offsets: a zombie's
                     # commit lands before this (and is read) or is refused after it, never in between
                     await self.producers.open(lk, source.config.group_id)

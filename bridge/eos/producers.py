@@ -170,7 +170,7 @@ class LaneProducers:
             fatal = _fatal_error(lane.producer)
             if isinstance(fatal, ProducerFenced):  # its sender stopped on the fence (a send, not the commit, saw it)
                 fenced.append(lane.key)
-                lane.broken, lane.in_txn = True, False
+                await self.close(lane.key)  # reported once: a later owner of the lane starts a new producer
                 continue
             if not lane.in_txn and not lane.broken:
                 continue
@@ -181,6 +181,8 @@ class LaneProducers:
                     continue
                 except ProducerFenced:
                     fenced.append(lane.key)
+                    await self.close(lane.key)
+                    continue
                 except Exception as exc:
                     log.warning("eos.abort_failed", transactional_id=lane.transactional_id,
                                 error=f"{type(exc).__name__}: {exc}")

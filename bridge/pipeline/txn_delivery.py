@@ -88,7 +88,8 @@ class TransactionalDelivery(Delivery):
         while True:
             try:
                 if txn.rewind_needed:
-                    await self._abort_and_rewind("the sources' partitions moved, or a producer was fenced")
+                    await self._abort_and_rewind("the sources' partitions moved, or a producer was fenced",
+                                                 failed=False)
                     continue
                 if self._outbox:
                     await self._send(self._take())
@@ -154,7 +155,7 @@ class TransactionalDelivery(Delivery):
         log.error("pipeline.unpublishable", id=event_id, source=source, route=route, reason=reason)
         e.routes = tuple(r for r in e.routes if r.name != route)  # what was published, for the plug-in
         return self.encoder.dead_letter(
-            DeadLetter(self.deadletter_topic, reason, self.encoder.event_json(e), source, ""), e)
+            DeadLetter(self.deadletter_topic, reason, self.encoder.event_json(e), source, e.position), e)
 
     async def _commit(self) -> None:
         """Steps 1 to 4 of the module docstring for every group of the open transaction."""
@@ -185,19 +186,25 @@ class TransactionalDelivery(Delivery):
         if self._after is not None:
             self._after()
 
-    async def _abort_and_rewind(self, reason: str) -> None:
-        self.tx_metrics.transactions.labels("aborted").inc()
-        self.metrics.publish_errors.inc()
-        self.publish_failing = True
-        delay = self._aborts.failed()
-        log.warning("pipeline.transaction_aborted", reason=reason, records=self._records, retry_in=round(delay, 2),
-                    detail="outputs discarded; rewinding to the committed offsets")
+    async def _abort_and_rewind(self, reason: str, *, failed: bool = True) -> None:
+        """Abort what is open and rewind. ``failed``: a publish or commit failed (counted, backed off); else a
+        rewind the transactions asked for (a rebalance, a fenced lane): an open transaction still counts."""
+        delay = 0.0
+        if failed or self._sent:
+            self.tx_metrics.transactions.labels("aborted").inc()
+            log.warning("pipeline.transaction_aborted", reason=reason, records=self._records,
+                        detail="outputs discarded; rewinding to the committed offsets")
+        if failed:
+            self.metrics.publish_errors.inc()
+            self.publish_failing = True
+            delay = self._aborts.failed()
         try:
             await self.txn.abort()
         except Exception as exc:  # an abort that fails still leaves the transaction to time out: never committed
             reraise_if_cancelled(exc, self.stopping)
             log.warning("pipeline.abort_failed", error=f"{type(exc).__name__}: {exc}")
-        await asyncio.sleep(delay)
+        if delay:
+            await asyncio.sleep(delay)
         await self._rewind(reason)
 
     async def _rewind(self, reason: str) -> None:

@@ -152,6 +152,17 @@ class TransactionalKafkaSource(KafkaSource):
             log.warning("kafka.fenced_paused", source=self.name, partitions=_tps(mine),
                         detail="another member owns these partitions now; paused until the group assigns them again")
 
+    def resume_fenced(self, partitions: Iterable[TopicPartition]) -> None:
+        """Fetch again partitions paused as fenced that the group kept here (this member owns them)."""
+        consumer = self._consumer
+        if consumer is None:
+            return
+        mine = [tp for tp in partitions if tp in consumer.paused()]
+        if mine:
+            consumer.resume(*mine)
+            log.info("kafka.fenced_resumed", source=self.name, partitions=_tps(mine),
+                     detail="still assigned here after twice the session timeout: this member owns them")
+
     # -- rebalance ----------------------------------------------------------------------------------
     async def _on_revoked(self, revoked: Sequence[TopicPartition]) -> None:
         self.epoch += 1

@@ -68,7 +68,7 @@ async def test_a_frozen_replica_is_fenced_and_the_output_holds_no_duplicate(
         await drained(kafka_bootstrap, group, raw)
         fenced = a.metric_sum("bridge_transactions_fenced_total")
         a_alive = a.proc.poll() is None
-        aborts = a.log_path.read_text().count("pipeline.transaction_aborted")
+        aborts = a.metric_sum('bridge_transactions_total{outcome="aborted"}')
         routed = await read_committed(kafka_bootstrap, [out, failed], len(stream.ids) + len(stream.failed))
     finally:
         for p in (a, b):
