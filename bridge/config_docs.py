@@ -15,6 +15,7 @@ from bridge.config import (
     BridgeConfig,
     DeadLetterConfig,
     DedupConfig,
+    DeliveryConfig,
     FilterConfig,
     HttpConfig,
     LogConfig,
@@ -55,6 +56,8 @@ _AFTER_SINK: list[Section] = [
      "docs/operations.md, \"Memory\")."),
     ("state", StateConfig, "ML lifecycle state: the log-compacted current-state topic (`bridge state` reads it) and "
      "how long last states are remembered for `changes_only` routes (README, \"ML lifecycle state\")."),
+    ("delivery", DeliveryConfig, "The delivery guarantee: at least once (default), or exactly once from Kafka to "
+     "Kafka through Kafka transactions (docs/design.md, \"Exactly once\")."),
 ]
 
 
