@@ -63,10 +63,10 @@ class Topics:
 
 def bench_config(bootstrap: str, topics: Topics, group: str, http_port: int, *, idempotent: bool,
                  max_delay_ms: int | None = None, fetch_max_wait_ms: int | None = None,
-                 sink_linger_ms: int | None = None) -> dict[str, Any]:
+                 sink_linger_ms: int | None = None, delivery: dict[str, Any] | None = None) -> dict[str, Any]:
     """The bridge configuration of a run: defaults everywhere except the topics, the sink's idempotence (the
-    broker's producer family, bench/brokers.py), and for the latency run ``max_delay_ms`` and the source's
-    ``fetch_max_wait_ms`` (see bench/latency.py)."""
+    broker's producer family, bench/brokers.py), ``delivery`` (exactly_once and its transaction sizes), and for
+    the latency run ``max_delay_ms`` and the source's ``fetch_max_wait_ms`` (see bench/latency.py)."""
     reorder: dict[str, Any] = {"enabled": True}
     if max_delay_ms is not None:
         reorder["max_delay_ms"] = max_delay_ms
@@ -84,6 +84,8 @@ def bench_config(bootstrap: str, topics: Topics, group: str, http_port: int, *, 
         "deadletter": {"topic": topics.deadletter},
         "sink": {"type": "kafka", "bootstrap_servers": bootstrap, "enable_idempotence": idempotent},
     }
+    if delivery:
+        cfg["delivery"] = delivery
     if fetch_max_wait_ms is not None:
         cfg["sources"][0]["fetch_max_wait_ms"] = fetch_max_wait_ms
     if sink_linger_ms is not None:

@@ -66,7 +66,8 @@ class _Collector:
 
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                    fetch_max_wait_ms=5, max_partition_fetch_bytes=4 * 1024 * 1024)
+                                    fetch_max_wait_ms=5, max_partition_fetch_bytes=4 * 1024 * 1024,
+                                    isolation_level="read_committed")  # what a consumer of the outputs sees
         await consumer.start()
         tps = [TopicPartition(t, p) for t in self.topics for p in sorted(await _partitions(consumer, t))]
         consumer.assign(tps)
@@ -170,11 +171,14 @@ async def run_latency(broker: Broker, topics: Topics, partitions: int,
                       max_delay_ms: int, workdir: Path,
                       fetch_wait_ms: int = 500, prelude: str | None = None, sink_linger_ms: int | None = None,
                       group: str = "bench-latency", warmup: int = 2000,
-                      idle_timeout: float = 3.0) -> dict[str, Any]:
-    """Run the bridge with ``max_delay_ms``; send ``records`` at ``rate``/s then time the output."""
+                      idle_timeout: float = 3.0, delivery: dict[str, Any] | None = None,
+                      name: str = "bridge-latency") -> dict[str, Any]:
+    """Run the bridge with ``max_delay_ms``; send ``records`` at ``rate``/s then time the output (as a
+    read_committed consumer sees it: with exactly_once, once its transaction committed)."""
     cfg = bench_config(broker.bootstrap, topics, group, new_http_port(), idempotent=broker.idempotent,
-                       max_delay_ms=max_delay_ms, fetch_max_wait_ms=fetch_wait_ms, sink_linger_ms=sink_linger_ms)
-    bridge = BridgeProcess(cfg, workdir, "bridge-latency", prelude)
+                       max_delay_ms=max_delay_ms, fetch_max_wait_ms=fetch_wait_ms, sink_linger_ms=sink_linger_ms,
+                       delivery=delivery)
+    bridge = BridgeProcess(cfg, workdir, name, prelude)
     collector = _Collector(broker.bootstrap, topics.routed, {})
     await asyncio.to_thread(bridge.start)
     try:

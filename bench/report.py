@@ -54,6 +54,25 @@ def _rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         rows.append(("reorder hold (max_delay of the latency run)",
                      f"{lat['reorder_max_delay_ms']} ms", "", ""))
         rows.append(("sources' fetch_max_wait_ms in the latency runs", f"{lat['source_fetch_max_wait_ms']} ms", "", ""))
+    eos = r.get("eos")
+    if eos and bridge:
+        b = eos["bridge"]
+        d = eos.get("delivery", {})
+        size = ", ".join(f"{k.removeprefix('transaction_')}={v}" for k, v in d.items() if k != "guarantee")
+        rows.append((f"exactly-once bridge ({size or 'default transactions'})", f"{b['rate']:,.0f} rec/s", "", ""))
+        if len(eos.get("bridge_rates", [])) > 1:
+            rows.append(("  runs (median above)", " / ".join(f"{x:,}" for x in eos["bridge_rates"]), "", ""))
+        rows.append(("  of the at-least-once bridge's rate", f"{b['rate'] / bridge['rate']:.1%}", "", ""))
+        if "ratio" in r:
+            rows.append(("  ratio exactly-once bridge / baseline", f"{b['rate'] / r['baseline']['rate']:.1%}", "",
+                         ""))
+        el = eos.get("latency")
+        if el and el.get("added_ms") and lat and lat.get("added_ms"):
+            rows.append((f"  latency at {el['target_rate']:,}/s: added p50 / p99 (read_committed)",
+                         f"{el['added_ms']['p50']:.1f} / {el['added_ms']['p99']:.1f} ms", "", ""))
+            rows.append(("  added p50 over the at-least-once bridge's",
+                         f"{el['added_ms']['p50'] - lat['added_ms']['p50']:.1f} ms", "", ""))
+        rows.append(("  peak RSS, throughput run", f"{b['peak_rss_mb']:.0f} MB", "", ""))
     if bridge:
         limit_rss = t.get("peak_rss_mb", 0)
         rows.append(("bridge peak RSS (VmHWM), throughput run", f"{bridge['peak_rss_mb']:.0f} MB",

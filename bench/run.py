@@ -4,7 +4,8 @@ The broker is Apache Kafka (``--broker kafka``, the default), tansu (``--broker 
 (``--broker both``: two runs, two tables, each ratio from its own run); bench/brokers.py gives every producer of
 a run the broker's family (idempotent on Apache Kafka, not on tansu). Phases: generate the input; pre-produce
 it to the input topic (untimed); the raw aiokafka pass-through baseline; the bridge at full speed (default
-config); the bridge at half that rate with a small reorder delay (latency); memory scaling in a fresh process
+config); the same bridge with ``delivery.guarantee: exactly_once`` (on Apache Kafka: transactions); the bridge at
+half that rate with a small reorder delay (latency), also exactly once; memory scaling in a fresh process
 (broker-independent: once with ``both``). Prints a table per broker and writes
 ``.bench/results-<broker>.json``.
 """
@@ -108,6 +109,18 @@ async def _phases(args: argparse.Namespace, broker: Broker, ds: Dataset, results
         _say(f"profile (bridge run 1): {workdir / 'profile.txt'}")
     results["bridge"] = _median(bridge_runs)
     results["bridge_rates"] = [round(r["rate"]) for r in bridge_runs]
+    eos = _eos_delivery(args, broker)
+    if eos is not None:  # the same input through the same config, in Kafka transactions
+        eos_runs: list[dict[str, Any]] = []
+        for i in range(args.repeat):
+            topics = Topics(main.input, f"{pre}.eos.jobs.{i}", f"{pre}.eos.models.{i}", f"{pre}.eos.deadletter.{i}")
+            for t in topics.outputs:
+                broker.create_topic(t, args.partitions)
+            eos_runs.append(await run_bridge(broker, topics, n, workdir, name="bridge-eos-throughput",
+                                             group=f"{pre}-eos-throughput-{i}", delivery=eos))
+            _say(f"exactly-once bridge run {i + 1}: {eos_runs[-1]['rate']:,.0f} records/s")
+        results["eos"] = {"delivery": eos, "bridge": _median(eos_runs),
+                          "bridge_rates": [round(r["rate"]) for r in eos_runs]}
     if base_runs:
         results["baseline"] = _median(base_runs)
         results["baseline_rates"] = [round(r["rate"]) for r in base_runs]
@@ -135,6 +148,27 @@ async def _phases(args: argparse.Namespace, broker: Broker, ds: Dataset, results
         fetch_wait_ms=fetch_wait, prelude=prelude, sink_linger_ms=args.latency_sink_linger_ms,
         group=f"{pre}-latency")
     _say(f"bridge latency at {rate:,.0f}/s: added {results['latency']['added_ms']}")
+    if eos is not None:
+        lat_eos = Topics.named(f"{pre}.lateos")
+        for t in [lat_eos.input, *lat_eos.outputs]:
+            broker.create_topic(t, args.partitions)
+        results["eos"]["latency"] = await run_latency(
+            broker, lat_eos, args.partitions, records, ids, rate, args.latency_delay_ms, workdir,
+            fetch_wait_ms=fetch_wait, prelude=prelude, sink_linger_ms=args.latency_sink_linger_ms,
+            group=f"{pre}-latency-eos", delivery=eos, name="bridge-eos-latency")
+        _say(f"exactly-once bridge latency at {rate:,.0f}/s: added {results['eos']['latency']['added_ms']}")
+
+
+def _eos_delivery(args: argparse.Namespace, broker: Broker) -> dict[str, Any] | None:
+    """The delivery section of the exactly-once runs, or None (skipped, or a broker without transactions)."""
+    if args.skip_eos or not broker.idempotent:  # tansu has no transactions
+        return None
+    delivery: dict[str, Any] = {"guarantee": "exactly_once"}
+    if args.eos_txn_records:
+        delivery["transaction_max_records"] = args.eos_txn_records
+    if args.eos_txn_ms:
+        delivery["transaction_max_ms"] = args.eos_txn_ms
+    return delivery
 
 
 def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -213,6 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-baseline", action="store_true")
     p.add_argument("--skip-latency", action="store_true")
     p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--skip-eos", action="store_true",
+                   help="leave out the exactly-once runs (throughput and latency in Kafka transactions)")
+    p.add_argument("--eos-txn-records", type=int, default=None,
+                   help="delivery.transaction_max_records of the exactly-once runs (default: the config default)")
+    p.add_argument("--eos-txn-ms", type=int, default=None,
+                   help="delivery.transaction_max_ms of the exactly-once runs (default: the config default)")
     p.add_argument("--profile", action="store_true",
                    help="attach py-spy to the bridge in the throughput run (writes .bench/profile.txt)")
     p.add_argument("--whatif", default=None, metavar="PATCH[,PATCH]",

@@ -105,7 +105,9 @@ async def test_eventbridge_to_sqs_to_bridge_to_kafka(
         assert bridge.terminate() == 0, bridge.log_tail()
     events_out = [r.event for r in recs if r.event]
     assert len(events_out) == 21  # 20 via the rule + 1 of the 3 duplicate copies
-    assert dups == 2
+    # 2 of the 3 copies, and more when moto hands one message to two concurrent receives (its receive takes no
+    # lock; SQS itself is at least once): the output above has each event once either way
+    assert dups >= 2
     assert lag == {queue: 0.0}  # the queue's backlog, read by the source, is empty once all were received
     assert {e["source"] for e in events_out} == {"aws.sagemaker/us-east-1/123456789012"}
     per_subject: dict[str, list[str]] = defaultdict(list)

@@ -5,6 +5,7 @@ event arrives through two sources, twice, shuffled."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections import Counter
 from collections.abc import Awaitable, Sequence
@@ -46,21 +47,29 @@ class HeldSink(CapturingSink):
 
 
 class SlowSink(CapturingSink):
-    """Confirms each group a few milliseconds after it was handed over, so several are in flight at once."""
+    """Confirms each group a few milliseconds after it was handed over, so several are in flight at once; the
+    first group waits (up to 10 s) until a second one is handed over, so the overlap does not depend on how busy
+    the machine is."""
 
     def __init__(self, rng: random.Random) -> None:
         super().__init__()
         self.rng = rng
         self.outstanding = 0
         self.most_outstanding = 0
+        self.overlapped = asyncio.Event()
 
     async def enqueue(self, records: Sequence[OutRecord]) -> Awaitable[None]:
         self.records.extend(records)
         self.outstanding += 1
         self.most_outstanding = max(self.most_outstanding, self.outstanding)
+        if self.outstanding >= 2:
+            self.overlapped.set()
         return asyncio.ensure_future(self._confirm())
 
     async def _confirm(self) -> None:
+        if not self.overlapped.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.overlapped.wait(), 10)
         await asyncio.sleep(self.rng.uniform(0.005, 0.03))
         self.outstanding -= 1
 
