@@ -152,14 +152,17 @@ async def _read_from(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int
     return out
 
 
-async def timestamp_span(bootstrap: str, topics: Sequence[str]) -> Span:
+async def timestamp_span(bootstrap: str, topics: Sequence[str], exact: bool = False) -> Span:
     """How many records ``topics`` hold, and the earliest first / latest last record timestamp.
 
     tansu reports the end offset of a partition as the base offset of its last batch plus one, so the last
     records are found by reading from there: the whole last batch comes back (Apache Kafka's end offset is
-    exact: the last record alone).
+    exact: the last record alone). A transactional topic ends in a commit marker, which takes an offset and is
+    never returned: the tail is looked for further back, and ``exact`` counts the records by reading them all
+    (offsets also count the markers).
     """
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                isolation_level="read_committed")
     await consumer.start()
     try:
         tps = [TopicPartition(t, p) for t in topics for p in sorted(await _partitions(consumer, t))]
@@ -174,12 +177,26 @@ async def timestamp_span(bootstrap: str, topics: Sequence[str]) -> Span:
         total = 0
         for tp in live:
             first = await _read_from(consumer, tp, begins[tp], ends[tp], True)
-            tail = await _read_from(consumer, tp, max(begins[tp], ends[tp] - 1), ends[tp], False)
             if first:
                 firsts.append(first[0].timestamp)
+            if exact:
+                tail = await _read_from(consumer, tp, begins[tp], ends[tp], False)
+                total += len(tail)
+            else:
+                back = 1
+                tail = []
+                while not tail:
+                    start = max(begins[tp], ends[tp] - back)
+                    tail = await _read_from(consumer, tp, start, ends[tp], False)
+                    if start == begins[tp]:
+                        break
+                    back *= 8
+                if tail:
+                    total += tail[-1].offset + 1 - begins[tp]
             if tail:
                 lasts.append(max(r.timestamp for r in tail))
-                total += tail[-1].offset + 1 - begins[tp]
+        if not firsts or not lasts:
+            return Span(total, 0, 0)
         return Span(total, min(firsts), max(lasts))
     finally:
         await consumer.stop()

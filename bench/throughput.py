@@ -103,8 +103,9 @@ async def run_bridge(broker: Broker, topics: Topics, records: int, workdir: Path
             await asyncio.to_thread(pyspy.stop, spy)
         await offsets.close()
         rc = await asyncio.to_thread(bridge.stop)
+    exact = delivery is not None and delivery.get("guarantee") == "exactly_once"
     span = await timestamp_span(broker.bootstrap, topics.routed)
-    per_topic = {t: (await timestamp_span(broker.bootstrap, [t])).records for t in topics.outputs}
+    per_topic = {t: (await timestamp_span(broker.bootstrap, [t], exact=exact)).records for t in topics.outputs}
     wall = t_done - t_first
     gcstats = None
     for line in bridge.log_path.read_text(errors="replace").splitlines():

@@ -76,6 +76,13 @@ async def test_bench_smoke_run(kafka: ApacheKafka, tmp_path: Path) -> None:
     assert bridge["rate"] > 0 and bridge["peak_rss_mb"] > 0
     assert results["ratio"] > 0
 
+    eos = results["eos"]
+    assert eos["delivery"] == {"guarantee": "exactly_once"}
+    assert eos["bridge"]["exit_code"] == 0 and eos["bridge"]["counters"]["transactions"] > 0
+    eos_outputs = {t.replace(".eos.", "."): n for t, n in eos["bridge"]["output_records"].items()}
+    assert eos_outputs == outputs  # in transactions: the same records, each once (counted, not by offset)
+    assert eos["latency"]["measured_output_records"] > 0
+
     assert results["latency"]["measured_output_records"] > 0
     assert results["latency"]["added_ms"]["p99"] >= results["latency"]["added_ms"]["p50"]
     assert results["latency_baseline"]["measured_output_records"] > 0
