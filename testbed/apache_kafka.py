@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from testbed.servers import DEFAULT_HOST, ManagedProcess, ServerError, free_port
+from testbed.servers import DEFAULT_HOST, ManagedProcess, ServerError, free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 LIBS_ENV = "BRIDGE_KAFKA_LIBS"
@@ -159,10 +159,16 @@ class ApacheKafka(ManagedProcess):
         if not list(self.libs.glob("kafka_2.13-*.jar")):
             raise ServerError(f"Apache Kafka's jars are not in {self.libs}: {INSTALL_HINT}")
         java = java_binary()
-        if not self.controller_port:  # the first start chooses the other ports; a restart keeps them all
-            self.controller_port = free_port(self.host)
-        for listener in self.listeners:
-            listener.port = listener.port or free_port(self.host)
+        # the first start chooses the ports not given, all distinct; a restart keeps them all
+        unset = [listener for listener in self.listeners if not listener.port]
+        chosen = [listener.port for listener in self.listeners if listener.port]
+        if self.controller_port:
+            chosen.append(self.controller_port)
+        ports = free_ports(len(unset) + (not self.controller_port), self.host, taken=chosen)
+        if not self.controller_port:
+            self.controller_port = ports.pop()
+        for listener, port in zip(unset, ports, strict=True):
+            listener.port = port
         props = self.log_dir / "server.properties"
         props.write_text(self._server_properties())
         log4j = self.log_dir / "log4j2.properties"

@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import IO, ClassVar, Self
@@ -41,6 +42,28 @@ def free_port(host: str = DEFAULT_HOST) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def free_ports(count: int, host: str = DEFAULT_HOST, taken: Iterable[int] = ()) -> list[int]:
+    """``count`` distinct TCP ports that were free a moment ago, none of ``taken``: every socket stays bound until
+    all are chosen (one ``free_port`` after another can hand out the same port twice: a Kafka node once got its
+    controller and a listener on one port)."""
+    avoid = set(taken)
+    socks: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < count:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(sock)
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+            if port not in avoid:
+                avoid.add(port)
+                ports.append(port)
+    finally:
+        for sock in socks:
+            sock.close()
+    return ports
 
 
 class RefusedPort:

@@ -221,8 +221,11 @@ async def test_lag_counts_events_enqueued_but_not_yet_received_and_drops_to_zero
     await produce(conn, [f"e{i}".encode() for i in range(30)])
     # batches of 10, one buffered: the SDK's second callback waits for room, so exactly 20 were received. The SDK
     # hands over a batch once it holds 10 events or max_wait_time passed: a long max_wait_time keeps a slow
-    # machine from cutting a batch short (a full suite once saw the lag stay at another value)
-    source = make_source(conn, None, None, max_batch_size=10, queue_batches=1, prefetch=10, max_wait_time=5.0)
+    # machine from cutting a batch short (a full suite once saw the lag stay at another value); ownership renewed
+    # every 10 s (expiring after 60) so a stalled machine cannot let it expire: a new claim reads the partition
+    # again from the start, the likely cause of a full suite once seeing the lag stay at 20
+    source = make_source(conn, None, None, max_batch_size=10, queue_batches=1, prefetch=10, max_wait_time=5.0,
+                         load_balancing_interval=10.0)
     await source.start()
     try:
         await wait_for(lambda: source.lag() == {"0": 10}, what=lambda: f"lag 10 (lag {source.lag()})")

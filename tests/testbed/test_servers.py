@@ -14,7 +14,7 @@ import boto3  # type: ignore[import-untyped]
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from testbed.servers import ManagedProcess, MotoServer, ServerError, Tansu, free_port, port_open
+from testbed.servers import ManagedProcess, MotoServer, ServerError, Tansu, free_port, free_ports, port_open
 
 
 class _Stubborn(ManagedProcess):
@@ -177,3 +177,11 @@ def test_refused_port_refuses_connections_and_stays_reserved_while_open() -> Non
             other.bind(("127.0.0.1", port))
     with socket.socket() as other:
         other.bind(("127.0.0.1", port))  # free again once closed
+
+
+def test_free_ports_are_distinct_and_avoid_the_ports_taken() -> None:
+    """free_ports hands out distinct ports, none of those already taken (a Kafka node's listeners and
+    controller each need their own)."""
+    first = free_ports(3)
+    ports = free_ports(40, taken=first)
+    assert len(set(ports)) == 40 and not set(ports) & set(first)
