@@ -61,12 +61,31 @@ class Topics:
         return cls(f"{prefix}.in", f"{prefix}.jobs", f"{prefix}.models", f"{prefix}.deadletter")
 
 
+def extra_routes(topics: Topics, n: int) -> list[dict[str, Any]]:
+    """``n`` routes beyond the two (the cost of a growing filter set): EventBridge patterns and CESQL expressions
+    alternately, on the same fields as the two routes (type, status, platform) plus a subject prefix no bench
+    subject has, so each is evaluated as far as its last test on most events and adds no output records."""
+    out: list[dict[str, Any]] = []
+    for i in range(n):
+        topic = topics.jobs if i % 2 else topics.models
+        if i % 2:
+            flt: dict[str, Any] = {"cesql": f"type = 'ml.job.status_changed' AND platform IN ('azureml', 'sagemaker') "
+                                            f"AND subject LIKE 'route{i}/%'"}
+        else:
+            flt = {"eventbridge": {"type": [{"prefix": "ml."}], "status": [{"anything-but": ["pending"]}],
+                                   "subject": [{"prefix": f"route{i}/"}]}}
+        out.append({"name": f"extra{i}", "topic": topic, "filters": [flt]})
+    return out
+
+
 def bench_config(bootstrap: str, topics: Topics, group: str, http_port: int, *, idempotent: bool,
                  max_delay_ms: int | None = None, fetch_max_wait_ms: int | None = None,
-                 sink_linger_ms: int | None = None, delivery: dict[str, Any] | None = None) -> dict[str, Any]:
+                 sink_linger_ms: int | None = None, delivery: dict[str, Any] | None = None,
+                 routes: int = 2) -> dict[str, Any]:
     """The bridge configuration of a run: defaults everywhere except the topics, the sink's idempotence (the
-    broker's producer family, bench/brokers.py), ``delivery`` (exactly_once and its transaction sizes), and for
-    the latency run ``max_delay_ms`` and the source's ``fetch_max_wait_ms`` (see bench/latency.py)."""
+    broker's producer family, bench/brokers.py), ``delivery`` (exactly_once and its transaction sizes), for
+    the latency run ``max_delay_ms`` and the source's ``fetch_max_wait_ms`` (see bench/latency.py), and ``routes``
+    (more than the two routes: ``extra_routes``)."""
     reorder: dict[str, Any] = {"enabled": True}
     if max_delay_ms is not None:
         reorder["max_delay_ms"] = max_delay_ms
@@ -80,6 +99,7 @@ def bench_config(bootstrap: str, topics: Topics, group: str, http_port: int, *, 
         "routes": [
             {"name": "jobs", "topic": topics.jobs, "filters": [{"eventbridge": JOBS_PATTERN}]},
             {"name": "models", "topic": topics.models, "filters": [{"eventgrid": MODELS_FILTER}]},
+            *extra_routes(topics, routes - 2),
         ],
         "deadletter": {"topic": topics.deadletter},
         "sink": {"type": "kafka", "bootstrap_servers": bootstrap, "enable_idempotence": idempotent},

@@ -100,7 +100,7 @@ async def _phases(args: argparse.Namespace, broker: Broker, ds: Dataset, results
         for t in topics.outputs:
             broker.create_topic(t, args.partitions)
         bridge_runs.append(await run_bridge(broker, topics, n, workdir, profile=raw if i == 0 else None,
-                                            prelude=prelude, group=f"{pre}-throughput-{i}"))
+                                            prelude=prelude, group=f"{pre}-throughput-{i}", routes=args.routes))
         b = bridge_runs[-1]
         _say(f"bridge run {i + 1}: {b['rate']:,.0f} records/s, peak RSS {b['peak_rss_mb']} MB")
     if raw is not None:
@@ -185,7 +185,7 @@ async def run(args: argparse.Namespace, broker: Broker | None = None) -> dict[st
     results: dict[str, Any] = {"started": datetime.now(UTC).isoformat(timespec="seconds"),
                                "machine": machine(), "args": dict(vars(args))}
     t0 = time.perf_counter()
-    ds = generate(args.events, subjects=args.subjects, seed=args.seed)
+    ds = generate(args.events, subjects=args.subjects, seed=args.seed, size=args.event_bytes)
     results["data"] = {**ds.summary(), "generate_seconds": round(time.perf_counter() - t0, 2)}
     _say(f"generated {len(ds.records)} records in {results['data']['generate_seconds']}s: {ds.summary()}")
     if broker is not None:
@@ -227,6 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "other (two tables, each ratio from its own run)")
     p.add_argument("--events", type=int, default=200_000, help="input records (default 200000)")
     p.add_argument("--subjects", type=int, default=10_000)
+    p.add_argument("--event-bytes", type=int, default=1024,
+                   help="size the input events are padded (or trimmed) towards (default 1024)")
+    p.add_argument("--routes", type=int, default=2,
+                   help="routes of the throughput runs: the two, plus filters on the same fields that match no "
+                   "bench event (the cost of a growing filter set; default 2)")
     p.add_argument("--partitions", type=int, default=4, help="partitions of every topic (default 4)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--repeat", type=int, default=3,

@@ -79,11 +79,11 @@ async def wait_first_input(bridge: BridgeProcess, within: float) -> float:
 async def run_bridge(broker: Broker, topics: Topics, records: int, workdir: Path, *,
                      profile: Path | None = None, prelude: str | None = None, name: str = "bridge-throughput",
                      group: str = "bench-throughput", within: float = 600.0,
-                     delivery: dict[str, Any] | None = None) -> dict[str, Any]:
+                     delivery: dict[str, Any] | None = None, routes: int = 2) -> dict[str, Any]:
     """The full bridge over the pre-produced input topic; returns rates, counters and RSS. ``delivery``: the
     config's delivery section (exactly_once and its transaction sizes)."""
     cfg = bench_config(broker.bootstrap, topics, group, new_http_port(), idempotent=broker.idempotent,
-                       delivery=delivery)
+                       delivery=delivery, routes=routes)
     bridge = BridgeProcess(cfg, workdir, name, prelude)
     spy = None
     offsets = GroupOffsets(broker.bootstrap, group, [topics.input])

@@ -73,8 +73,8 @@ def normalize_all(msg: RawMessage) -> Result:
             return [], [exc]
     try:
         doc = jsonutil.loads(msg.body)
-    except jsonutil.JSONDecodeError as exc:
-        return [], [NormalizeError(f"malformed JSON: {_json_error(exc, msg.body)}")]
+    except jsonutil.JSONDecodeError as bad:  # not ``exc``: compiled (mypyc), a name keeps its first type
+        return [], [NormalizeError(f"malformed JSON: {_json_error(bad, msg.body)}")]
     if type(doc) is dict:
         try:
             return [from_object(doc)], []
