@@ -93,8 +93,8 @@ class MemoryDedupStore:
         present = self._keys
         return [hash(k) in present for k in keys]
 
-    def record_now(self, keys: Iterable[DedupKey]) -> None:
-        now = self._clock()
+    def _add(self, keys: Iterable[DedupKey]) -> int:
+        """Remember the ids not yet known; returns how many were new."""
         present = self._keys
         order = self._order
         added = 0
@@ -104,6 +104,11 @@ class MemoryDedupStore:
                 present.add(h)
                 order.append(h)
                 added += 1
+        return added
+
+    def record_now(self, keys: Iterable[DedupKey]) -> None:
+        now = self._clock()
+        added = self._add(keys)
         if added:
             buckets = self._buckets
             if buckets and now - buckets[-1][0] < 1.0:
@@ -121,18 +126,12 @@ class MemoryDedupStore:
         """Ids recorded ``age`` seconds ago, oldest first (exactly-once delivery reads them back from Kafka): they
         expire when they would have, had this process recorded them."""
         now = self._clock()
-        present, order, buckets = self._keys, self._order, self._buckets
+        buckets = self._buckets
         for age, keys in batches:
             when = now - max(0.0, age)
             if when < now - self.window:
                 continue
-            added = 0
-            for key in keys:
-                h = hash(key)
-                if h not in present:
-                    present.add(h)
-                    order.append(h)
-                    added += 1
+            added = self._add(keys)
             if added:
                 if buckets and buckets[-1][0] >= when:  # out of order by a little: keep the buckets monotonic
                     buckets[-1][1] += added
