@@ -103,6 +103,22 @@ def _check_like_orjson(value: Any) -> None:
                 stack.extend((v, depth + 1) for v in node)
 
 
+def nesting(value: Any) -> int:
+    """How deep ``value`` nests: 0 for a scalar, 1 for a flat object or array. Iterative."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            node = node.values()
+        elif not isinstance(node, list | tuple):
+            continue
+        depth += 1
+        deepest = max(deepest, depth)
+        stack.extend((v, depth) for v in node)
+    return deepest
+
+
 def loads(data: bytes | bytearray | memoryview | str) -> Any:
     """Parse JSON; integers of any size (up to ``MAX_INT_DIGITS`` digits) come out exact."""
     raw = _as_bytes(data)

@@ -10,7 +10,7 @@ the others. Kafka binary mode (a ``ce_specversion`` header) bypasses body-shape 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from bridge import jsonutil
 from bridge.envelope import CloudEvent
@@ -22,6 +22,28 @@ from bridge.normalize.fields import json_kind
 from bridge.normalize.sagemaker import from_eventbridge
 
 Result = tuple[list[CloudEvent], list[NormalizeError]]
+
+MAX_DATA_DEPTH: Final = jsonutil.MAX_DEPTH - 8
+"""The deepest ``data`` an event may have: the canonical event nests it one level further (a structured record or
+a dead letter's envelope a little more), and JSON parsers stop at 1024 levels (orjson; the bridge's own replay,
+redrive and state tools): an input just within that limit would come out as records nobody can parse."""
+
+
+def _may_nest_deeply(body: bytes) -> bool:
+    """Whether a body could nest beyond ``MAX_DATA_DEPTH``: each level takes two bytes, so a body of usual size
+    cannot (nothing counted); a longer one needs as many brackets (two C-speed counts). The nesting itself is
+    walked only for the rare bodies that pass both."""
+    return len(body) > 2 * MAX_DATA_DEPTH and body.count(b"[") + body.count(b"{") > MAX_DATA_DEPTH
+
+
+def _within_depth(event: CloudEvent) -> CloudEvent:
+    depth = jsonutil.nesting(event.data)
+    if depth > MAX_DATA_DEPTH:
+        raise NormalizeError(
+            f"data nested {depth} levels deep: more than {MAX_DATA_DEPTH} (the canonical event adds levels, and "
+            f"JSON parsers stop at {jsonutil.MAX_DEPTH})"
+        )
+    return event
 
 
 def _from_sns(obj: dict[str, Any]) -> CloudEvent:
@@ -66,9 +88,11 @@ def normalize_all(msg: RawMessage) -> Result:
     object or array, an empty array, a bad single object) has ``index=None``.
     """
     headers = msg.headers
+    deep = _may_nest_deeply(msg.body)
     if headers and "ce_specversion" in headers:
         try:
-            return [from_binary(headers, msg.body)], []
+            event = from_binary(headers, msg.body)
+            return [_within_depth(event) if deep else event], []
         except NormalizeError as exc:
             return [], [exc]
     try:
@@ -77,7 +101,8 @@ def normalize_all(msg: RawMessage) -> Result:
         return [], [NormalizeError(f"malformed JSON: {_json_error(bad, msg.body)}")]
     if type(doc) is dict:
         try:
-            return [from_object(doc)], []
+            event = from_object(doc)
+            return [_within_depth(event) if deep else event], []
         except NormalizeError as exc:
             return [], [exc]
     if type(doc) is list:
@@ -96,7 +121,8 @@ def normalize_all(msg: RawMessage) -> Result:
                 )
                 continue
             try:
-                events.append(from_object(element))
+                event = from_object(element)
+                events.append(_within_depth(event) if deep else event)
             except NormalizeError as exc:
                 errors.append(exc.at(index, element))
         return events, errors
