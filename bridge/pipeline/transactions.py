@@ -22,6 +22,7 @@ decides anything in this mode.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -109,14 +110,12 @@ def group_changes(records: Iterable[Record], dead: Iterable[DeadRecord],
     """Per lane, what a group changes of the durable state: every settled event's id (dead letters standing for
     events too; none when ``ids`` is false: dedup is off), the highest sequence per subject (records that kept
     their subject), and the plug-in's entries (each in the lane of its record)."""
-    out: dict[Lane, LaneChanges] = {}
+    out: defaultdict[Lane, LaneChanges] = defaultdict(LaneChanges)
     for r in records:
         lane = r.tracker.lane
         if lane is None:
             continue
-        ch = out.get(lane)
-        if ch is None:
-            ch = out[lane] = LaneChanges()
+        ch = out[lane]
         if ids:
             ch.ids.append(r.dkey)
         if r.subject is not None:
@@ -126,18 +125,10 @@ def group_changes(records: Iterable[Record], dead: Iterable[DeadRecord],
                 ch.seqs[key] = r.seq
     for d in dead:
         lane = d.tracker.lane
-        if lane is None or d.dkey is None or not ids:
-            continue
-        ch = out.get(lane)
-        if ch is None:
-            ch = out[lane] = LaneChanges()
-        ch.ids.append(d.dkey)
+        if lane is not None and d.dkey is not None and ids:
+            out[lane].ids.append(d.dkey)
     for rec, entry_key, entry_value in plugin:
         lane = rec.tracker.lane
-        if lane is None:
-            continue
-        ch = out.get(lane)
-        if ch is None:
-            ch = out[lane] = LaneChanges()
-        ch.plugin.append((entry_key, entry_value))
-    return out
+        if lane is not None:
+            out[lane].plugin.append((entry_key, entry_value))
+    return dict(out)
