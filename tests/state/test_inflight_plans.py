@@ -5,7 +5,6 @@ event arrives through two sources, twice, shuffled."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections import Counter
 from collections.abc import Awaitable, Sequence
@@ -47,29 +46,21 @@ class HeldSink(CapturingSink):
 
 
 class SlowSink(CapturingSink):
-    """Confirms each group a few milliseconds after it was handed over, so several are in flight at once; the
-    first group waits (up to 10 s) until a second one is handed over, so the overlap does not depend on how busy
-    the machine is."""
+    """Confirms each group a few milliseconds after it was handed over, so several can be in flight at once."""
 
     def __init__(self, rng: random.Random) -> None:
         super().__init__()
         self.rng = rng
         self.outstanding = 0
         self.most_outstanding = 0
-        self.overlapped = asyncio.Event()
 
     async def enqueue(self, records: Sequence[OutRecord]) -> Awaitable[None]:
         self.records.extend(records)
         self.outstanding += 1
         self.most_outstanding = max(self.most_outstanding, self.outstanding)
-        if self.outstanding >= 2:
-            self.overlapped.set()
         return asyncio.ensure_future(self._confirm())
 
     async def _confirm(self) -> None:
-        if not self.overlapped.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.overlapped.wait(), 10)
         await asyncio.sleep(self.rng.uniform(0.005, 0.03))
         self.outstanding -= 1
 
@@ -174,7 +165,8 @@ async def test_events_through_two_sources_twice_and_shuffled_publish_each_transi
             seen.append(ev.status)
     assert per_subject == expected
     assert len(expected) == 18 and all(len(v) == 2 for v in expected.values())
-    assert sink.most_outstanding >= 2  # groups were planned while others were in flight
+    # whether groups overlapped here depends on how the reorder releases (one group can hold the whole outbox);
+    # the overlap itself is pinned deterministically by the four-groups test above
     last = {r.key: dict(r.headers)["ce_id"] for r in sink.records if r.topic == "ml.state"}
     finals: dict[bytes | None, bytes] = {}
     for ev in sorted((d.event for d in sink.routed if d.route == "all"), key=lambda e: e.sequence):
